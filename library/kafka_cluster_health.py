@@ -70,10 +70,10 @@ under_replicated: {description: topic:partition entries with fewer in-sync repli
 unavailable: {description: topic:partition entries without a leader., type: list, returned: always}
 """
 
-from dataclasses import asdict  # noqa: E402
+from dataclasses import asdict
 
-from ansible.module_utils.basic import AnsibleModule  # noqa: E402
-from ansible.module_utils.kafka_cli import (  # noqa: E402
+from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.kafka_cli import (
     QUORUM_COMMAND,
     TOPIC_COMMAND,
     java_tool_argv,

@@ -72,8 +72,8 @@ topics:
   returned: always
 """
 
-from ansible.module_utils.basic import AnsibleModule  # noqa: E402
-from ansible.module_utils.kafka_cli import (  # noqa: E402
+from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.kafka_cli import (
     CONFIG_COMMAND_CANDIDATES,
     TOPIC_COMMAND,
     PlanError,
@@ -171,7 +171,9 @@ def main() -> None:
 
     final = current if (module.check_mode or not actions) else read_cluster(module, names)
     summary = {
-        name: None if state is None else {
+        name: None
+        if state is None
+        else {
             "partitions": state.partition_count,
             "replication_factor": state.replication_factor,
             "config": state.config,

@@ -9,11 +9,10 @@ Parsing and planning are pure functions so they can be unit-tested without a clu
 
 from __future__ import annotations
 
-import glob
-import os
 import re
 import zipfile
 from dataclasses import dataclass, field
+from pathlib import Path
 
 TOPIC_COMMAND = "org.apache.kafka.tools.TopicCommand"
 QUORUM_COMMAND = "org.apache.kafka.tools.MetadataQuorumCommand"
@@ -51,7 +50,7 @@ def find_main_class(kafka_home: str, candidates: tuple[str, ...]) -> str | None:
     """First of `candidates` present in the release's Kafka jars, or None."""
     wanted = {name.replace(".", "/") + ".class": name for name in candidates}
     found: set[str] = set()
-    for jar in sorted(glob.glob(os.path.join(kafka_home, "libs", "kafka*.jar"))):
+    for jar in sorted(Path(kafka_home, "libs").glob("kafka*.jar")):
         with zipfile.ZipFile(jar) as archive:
             found.update(wanted[entry] for entry in archive.namelist() if entry in wanted)
     return next((name for name in candidates if name in found), None)

@@ -1,0 +1,142 @@
+"""Parsing and planning in module_utils/kafka_cli.py, fed with output recorded from Kafka 4.3.1's tools."""
+
+from __future__ import annotations
+
+import zipfile
+
+import pytest
+from kafka_cli import (
+    CONFIG_COMMAND_CANDIDATES,
+    PlanError,
+    TopicState,
+    add_config_argument,
+    config_value,
+    find_main_class,
+    parse_config_describe,
+    parse_quorum_replication,
+    parse_quorum_status,
+    parse_topic_describe,
+    plan_topic,
+)
+
+DESCRIBE = (
+    "Topic: demo\tTopicId: vL6aZ98pQsalvvlpFc_iDQ\tPartitionCount: 3\tReplicationFactor: 3\t"
+    "Configs: min.insync.replicas=2,segment.bytes=1073741824\n"
+    "\tTopic: demo\tPartition: 0\tLeader: 1\tReplicas: 1,2,3\tIsr: 1,2,3\tElr: \tLastKnownElr: \n"
+    "\tTopic: demo\tPartition: 1\tLeader: 2\tReplicas: 2,3,1\tIsr: 2,3\tElr: \tLastKnownElr: \n"
+    "\tTopic: demo\tPartition: 2\tLeader: none\tReplicas: 3,1,2\tIsr: \tElr: \tLastKnownElr: \n"
+    "Topic: other\tTopicId: aaaaaaaaaaaaaaaaaaaaaa\tPartitionCount: 1\tReplicationFactor: 1\tConfigs: \n"
+    "\tTopic: other\tPartition: 0\tLeader: 1\tReplicas: 1\tIsr: 1\tElr: \tLastKnownElr: \n"
+)
+
+CONFIGS = (
+    "Dynamic configs for topic demo are:\n"
+    "  retention.ms=604800000 sensitive=false synonyms={DYNAMIC_TOPIC_CONFIG:retention.ms=604800000}\n"
+    "  cleanup.policy=compact,delete sensitive=false synonyms={DYNAMIC_TOPIC_CONFIG:cleanup.policy=compact,delete}\n"
+    "Dynamic configs for topic other are:\n"
+)
+
+STATUS = (
+    "ClusterId:              _K9OHUvpQVuw8h0xHlwq3w\n"
+    "LeaderId:               2\n"
+    "LeaderEpoch:            4\n"
+    "HighWatermark:          66\n"
+    "MaxFollowerLag:         0\n"
+    "MaxFollowerLagTimeMs:   0\n"
+    'CurrentVoters:          [{"id": 1, "endpoints": ["CONTROLLER://kafka1:9093"]}]\n'
+    "CurrentObservers:       []\n"
+)
+
+REPLICATION = (
+    "NodeId\tDirectoryId           \tLogEndOffset\tLag\tLastFetchTimestamp\tLastCaughtUpTimestamp\tStatus\t\n"
+    "2     \tAAAAAAAAAAAAAAAAAAAAAA\t69          \t0  \t1795224632254     \t1795224632254        \tLeader\t\n"
+    "1     \tAAAAAAAAAAAAAAAAAAAAAA\t69          \t0  \t1795224632250     \t1795224632250        \tFollower\t\n"
+    "3     \tAAAAAAAAAAAAAAAAAAAAAA\t12          \t57 \t1795224632100     \t1795224631000        \tFollower\t\n"
+    "4     \tAAAAAAAAAAAAAAAAAAAAAA\t69          \t0  \t1795224632200     \t1795224632200        \tObserver\t\n"
+)
+
+
+def test_parse_topic_describe_reads_counts_replicas_and_isr():
+    topics = parse_topic_describe(DESCRIBE)
+    assert set(topics) == {"demo", "other"}
+    demo = topics["demo"]
+    assert (demo.partition_count, demo.replication_factor) == (3, 3)
+    assert [p.isr for p in demo.partitions] == [[1, 2, 3], [2, 3], []]
+    assert demo.partitions[1].replicas == [2, 3, 1]
+    assert demo.partitions[2].leader is None
+
+
+def test_parse_topic_describe_accepts_filtered_output_without_headers():
+    under_replicated = "\tTopic: demo\tPartition: 1\tLeader: 2\tReplicas: 2,3,1\tIsr: 2,3\tElr: \tLastKnownElr: \n"
+    topics = parse_topic_describe(under_replicated)
+    assert [p.partition for p in topics["demo"].partitions] == [1]
+
+
+def test_parse_config_describe_keeps_only_topic_overrides_and_commas():
+    configs = parse_config_describe(CONFIGS)
+    assert configs == {"demo": {"retention.ms": "604800000", "cleanup.policy": "compact,delete"}, "other": {}}
+
+
+def test_parse_quorum_status_and_replication():
+    status = parse_quorum_status(STATUS)
+    assert status["LeaderId"] == "2"
+    assert status["CurrentVoters"].startswith("[{")
+    replicas = parse_quorum_replication(REPLICATION)
+    assert [(r.node_id, r.lag, r.status) for r in replicas] == [
+        (2, 0, "Leader"),
+        (1, 0, "Follower"),
+        (3, 57, "Follower"),
+        (4, 0, "Observer"),
+    ]
+
+
+def state(partitions: int = 3, replication: int = 3, config: dict | None = None) -> TopicState:
+    return TopicState(name="t", partition_count=partitions, replication_factor=replication, config=config or {})
+
+
+def test_plan_creates_missing_topic_with_its_configs():
+    plan = plan_topic({"name": "t", "partitions": 3, "replication_factor": 3, "config": {"retention.ms": 10}}, None)
+    assert plan.create and plan.partitions_to == 3 and plan.config_changes == {"retention.ms": "10"}
+
+
+def test_plan_is_empty_when_cluster_matches():
+    desired = {"name": "t", "partitions": 3, "replication_factor": 3, "config": {"retention.ms": 10}}
+    assert not plan_topic(desired, state(config={"retention.ms": "10"})).changed
+
+
+def test_plan_raises_partitions_and_sets_only_differing_configs():
+    desired = {"name": "t", "partitions": 6, "replication_factor": 3, "config": {"retention.ms": 10, "min.insync.replicas": 2}}
+    plan = plan_topic(desired, state(config={"min.insync.replicas": "2"}))
+    assert (plan.partitions_from, plan.partitions_to) == (3, 6)
+    assert plan.config_changes == {"retention.ms": "10"}
+
+
+def test_plan_refuses_to_lower_partitions():
+    with pytest.raises(PlanError, match="refusing to lower partitions from 6 to 3"):
+        plan_topic({"name": "t", "partitions": 3, "replication_factor": 3}, state(partitions=6))
+
+
+@pytest.mark.parametrize(("declared", "verb"), [(2, "lower"), (4, "raise")])
+def test_plan_refuses_to_change_replication(declared, verb):
+    with pytest.raises(PlanError, match=f"refusing to {verb} the replication factor from 3 to {declared}"):
+        plan_topic({"name": "t", "partitions": 3, "replication_factor": declared}, state())
+
+
+def test_config_values_render_like_kafka():
+    assert config_value(True) == "true"
+    assert config_value(["compact", "delete"]) == "compact,delete"
+    assert add_config_argument({"retention.ms": "1", "cleanup.policy": "compact,delete"}) == (
+        "cleanup.policy=[compact,delete],retention.ms=1"
+    )
+
+
+def test_find_main_class_prefers_the_newest_location(tmp_path):
+    libs = tmp_path / "libs"
+    libs.mkdir()
+    with zipfile.ZipFile(libs / "kafka_2.13-4.3.1.jar", "w") as jar:
+        jar.writestr("kafka/admin/ConfigCommand.class", b"")
+    assert find_main_class(str(tmp_path), CONFIG_COMMAND_CANDIDATES) == "kafka.admin.ConfigCommand"
+    with zipfile.ZipFile(libs / "kafka-tools-4.4.0.jar", "w") as jar:
+        jar.writestr("org/apache/kafka/tools/ConfigCommand.class", b"")
+    assert find_main_class(str(tmp_path), CONFIG_COMMAND_CANDIDATES) == "org.apache.kafka.tools.ConfigCommand"
+    assert find_main_class(str(tmp_path), ("no.such.Class",)) is None

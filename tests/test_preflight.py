@@ -1,0 +1,138 @@
+"""The Kafka preflight refuses bad inventories with a clear message before anything changes.
+
+Each case writes an inventory, runs the real playbook with only its preflight play (`--tags kafka_preflight`) and
+checks the exit code, the message, and that no later play started. A good inventory is the control: it must pass.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def write_inventory(
+    tmp_path: Path, brokers: dict[str, int | None], controllers: dict[str, int] | None = None, extra: dict | None = None
+) -> Path:
+    archive = tmp_path / "kafka_2.13-4.3.1.tgz"
+    archive.write_bytes(b"not a real archive; preflight only checks it exists")
+
+    def hosts(spec: dict) -> dict:
+        return {name: ({} if node_id is None else {"kafka_node_id": node_id}) for name, node_id in spec.items()}
+
+    inventory = {
+        "all": {
+            "vars": {
+                # Never contacted: preflight runs without facts; local keeps any mistake on this machine.
+                "ansible_connection": "local",
+                "kafka_archive_source": "local",
+                "kafka_archive_local_path": str(archive),
+                **(extra or {}),
+            },
+            "children": {
+                "kafka": {"hosts": hosts(brokers)},
+                "kafka_controller": {"hosts": hosts(controllers or {})},
+            },
+        }
+    }
+    path = tmp_path / "hosts.yml"
+    path.write_text(yaml.safe_dump(inventory))
+    return path
+
+
+def run_preflight(inventory: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1"}
+    return subprocess.run(
+        [
+            str(Path(sys.executable).parent / "ansible-playbook"),
+            "-i",
+            str(inventory),
+            str(REPO / "playbooks" / "kafka.yml"),
+            "--tags",
+            "kafka_preflight",
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+def assert_refused(result: subprocess.CompletedProcess, message: str) -> None:
+    output = " ".join((result.stdout + result.stderr).split())
+    assert result.returncode != 0, output[-3000:]
+    assert message in output, output[-3000:]
+    assert "PLAY [Install and configure Kafka nodes]" not in result.stdout
+
+
+THREE = {"kafka1": 1, "kafka2": 2, "kafka3": 3}
+
+
+def test_good_inventory_passes(tmp_path):
+    result = run_preflight(write_inventory(tmp_path, THREE))
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+
+
+def test_good_inventory_with_dedicated_controllers_passes(tmp_path):
+    result = run_preflight(write_inventory(tmp_path, THREE, {"ctl1": 11, "ctl2": 12, "ctl3": 13}))
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+
+
+def test_even_number_of_dedicated_controllers_is_refused(tmp_path):
+    result = run_preflight(write_inventory(tmp_path, THREE, {"ctl1": 11, "ctl2": 12}))
+    assert_refused(result, "KRaft needs an odd number of controllers for a majority quorum")
+    assert_refused(result, "but 2 are configured (ctl1, ctl2)")
+
+
+def test_even_number_of_combined_nodes_is_refused(tmp_path):
+    result = run_preflight(write_inventory(tmp_path, {**THREE, "kafka4": 4}))
+    assert_refused(result, "but 4 are configured (kafka1, kafka2, kafka3, kafka4)")
+
+
+def test_duplicate_node_ids_are_refused(tmp_path):
+    result = run_preflight(write_inventory(tmp_path, {"kafka1": 1, "kafka2": 2, "kafka3": 2}))
+    assert_refused(result, "Duplicate kafka_node_id values (kafka1=1, kafka2=2, kafka3=2)")
+
+
+def test_missing_node_id_is_refused(tmp_path):
+    result = run_preflight(write_inventory(tmp_path, {"kafka1": 1, "kafka2": 2, "kafka3": None}))
+    assert_refused(result, "kafka3 has no valid kafka_node_id")
+
+
+def test_replication_above_broker_count_is_refused(tmp_path):
+    result = run_preflight(write_inventory(tmp_path, {"kafka1": 1, "kafka2": 2}, {"ctl1": 11, "ctl2": 12, "ctl3": 13}))
+    assert_refused(result, "kafka_default_replication_factor=3 and kafka_min_insync_replicas=2 do not fit 2 broker(s)")
+
+
+def test_topic_replication_above_broker_count_is_refused(tmp_path):
+    inventory = write_inventory(
+        tmp_path,
+        {"kafka1": 1, "kafka2": 2},
+        {"ctl1": 11, "ctl2": 12, "ctl3": 13},
+        {"kafka_default_replication_factor": 2, "kafka_min_insync_replicas": 1},
+    )
+    assert_refused(run_preflight(inventory), "Topic 'celery.tasks' is declared with partitions=3, replication_factor=3")
+
+
+def test_download_without_checksum_is_refused(tmp_path):
+    result = run_preflight(write_inventory(tmp_path, THREE, extra={"kafka_archive_source": "url"}))
+    assert_refused(result, "kafka_archive_sha512 must be the 128-hex-digit sha512 Apache publishes")
+
+
+def test_missing_local_archive_is_refused(tmp_path):
+    result = run_preflight(write_inventory(tmp_path, THREE, extra={"kafka_archive_local_path": "/nonexistent.tgz"}))
+    assert_refused(result, "kafka_archive_local_path ('/nonexistent.tgz') must name an existing archive")
+
+
+@pytest.mark.parametrize("cluster_id", ["short", "has spaces in it and more"])
+def test_malformed_cluster_id_is_refused(tmp_path, cluster_id):
+    result = run_preflight(write_inventory(tmp_path, THREE, extra={"kafka_cluster_id": cluster_id}))
+    assert_refused(result, f"kafka_cluster_id '{cluster_id}' is not a 22-character base64url UUID")
