@@ -9,8 +9,6 @@ REPO      := $(abspath $(dir $(lastword $(MAKEFILE_LIST))))
 VENV      := $(REPO)/.venv
 PY        ?= python3
 export PATH := $(VENV)/bin:$(PATH)
-# Molecule and ansible-lint must not try Galaxy: nothing outside the registries is reachable.
-export ANSIBLE_COLLECTIONS_PATH := $(VENV)/lib/python3.11/site-packages
 export MOLECULE_NO_LOG := false
 export PY_COLORS := 0
 export ANSIBLE_FORCE_COLOR := 0
