@@ -69,7 +69,11 @@ actions:
 topics:
   description: State of each declared topic after the run (partition count, replication factor, overrides).
   type: dict
-  returned: always
+  returned: success
+refused:
+  description: True when the module failed because a declared change is unsafe (not because Kafka was unreachable).
+  type: bool
+  returned: failure
 """
 
 from ansible.module_utils.basic import AnsibleModule
@@ -146,7 +150,7 @@ def main() -> None:
         # Plan everything first: one refused topic means nothing at all is changed.
         plans = [plan_topic(topic, current[topic["name"]]) for topic in declared]
     except PlanError as error:
-        module.fail_json(msg=str(error))
+        module.fail_json(msg=str(error), refused=True)
 
     actions: list[str] = []
     for topic, plan in zip(declared, plans, strict=True):

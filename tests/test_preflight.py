@@ -6,6 +6,7 @@ checks the exit code, the message, and that no later play started. A good invent
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -136,3 +137,44 @@ def test_missing_local_archive_is_refused(tmp_path):
 def test_malformed_cluster_id_is_refused(tmp_path, cluster_id):
     result = run_preflight(write_inventory(tmp_path, THREE, extra={"kafka_cluster_id": cluster_id}))
     assert_refused(result, f"kafka_cluster_id '{cluster_id}' is not a 22-character base64url UUID")
+
+
+def run_shipped_inventory(name: str, tmp_path: Path, extra: dict) -> subprocess.CompletedProcess:
+    env = {**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1"}
+    return subprocess.run(
+        [
+            str(Path(sys.executable).parent / "ansible-playbook"),
+            "-i",
+            str(REPO / "inventories" / name),
+            str(REPO / "playbooks" / "kafka.yml"),
+            "--tags",
+            "kafka_preflight",
+            "-e",
+            json.dumps(extra),
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+def test_example_inventory_needs_the_release_checksum(tmp_path):
+    assert_refused(run_shipped_inventory("example", tmp_path, {}), "kafka_archive_sha512 must be the 128-hex-digit sha512")
+
+
+def test_example_inventory_passes_once_the_checksum_is_set(tmp_path):
+    result = run_shipped_inventory("example", tmp_path, {"kafka_archive_sha512": "ab" * 64})
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    assert "kafka-controller-3.example.internal" in result.stdout
+
+
+def test_local_inventory_passes(tmp_path):
+    archive = tmp_path / "kafka.tgz"
+    archive.write_bytes(b"x")
+    jar = tmp_path / "agent.jar"
+    jar.write_bytes(b"x")
+    result = run_shipped_inventory("local", tmp_path, {"kafka_archive_local_path": str(archive), "kafka_jmx_exporter_local_path": str(jar)})
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]

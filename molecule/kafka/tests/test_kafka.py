@@ -173,6 +173,15 @@ def test_topic_module_creates_grows_and_refuses_to_shrink(bootstrap):
     assert len(metadata.topics["verify.scratch"].partitions) == 4, "a refused change must leave the topic as it was"
 
 
+def test_playbook_refuses_fewer_partitions_before_touching_brokers(bootstrap):
+    converge = str(Path(__file__).parents[1] / "converge.yml")
+    run = run_ansible(["ansible-playbook", converge, "-e", json.dumps({"celery_task_topic_partitions": 2})])
+    assert run.returncode != 0
+    assert "refusing to lower partitions from 3 to 2" in run.stdout, run.stdout[-3000:]
+    assert "PLAY [Install and configure Kafka nodes]" not in run.stdout, "the refusal must come before any broker task"
+    assert len(admin(bootstrap).list_topics(TASK_TOPIC, timeout=10).topics[TASK_TOPIC].partitions) == 3
+
+
 def test_cluster_survives_one_broker_down(hosts, addresses, bootstrap):
     hosts["kafka3"].run("systemctl stop kafka")
     try:
