@@ -32,6 +32,7 @@ def write_inventory(
             "vars": {
                 # Never contacted: preflight runs without facts; local keeps any mistake on this machine.
                 "ansible_connection": "local",
+                "ansible_python_interpreter": sys.executable,
                 "kafka_archive_source": "local",
                 "kafka_archive_local_path": str(archive),
                 **(extra or {}),
@@ -140,6 +141,8 @@ def test_malformed_cluster_id_is_refused(tmp_path, cluster_id):
 
 
 def run_shipped_inventory(name: str, tmp_path: Path, extra: dict) -> subprocess.CompletedProcess:
+    # The preflight looks for an installed Kafka on the first broker: keep that look on this machine.
+    extra = {"ansible_connection": "local", "ansible_python_interpreter": sys.executable, **extra}
     env = {**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1"}
     return subprocess.run(
         [
