@@ -48,24 +48,11 @@ def write_inventory(
     return path
 
 
-def run_preflight(inventory: Path) -> subprocess.CompletedProcess:
+def run_preflight(inventory: Path, extra: dict | None = None) -> subprocess.CompletedProcess:
     env = {**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1"}
-    return subprocess.run(
-        [
-            str(Path(sys.executable).parent / "ansible-playbook"),
-            "-i",
-            str(inventory),
-            str(REPO / "playbooks" / "kafka.yml"),
-            "--tags",
-            "kafka_preflight",
-        ],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    command = [str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(inventory), str(REPO / "playbooks" / "kafka.yml")]
+    command += ["--tags", "kafka_preflight", "-e", json.dumps(extra or {})]
+    return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300, check=False)
 
 
 def assert_refused(result: subprocess.CompletedProcess, message: str) -> None:
@@ -142,25 +129,8 @@ def test_malformed_cluster_id_is_refused(tmp_path, cluster_id):
 
 def run_shipped_inventory(name: str, tmp_path: Path, extra: dict) -> subprocess.CompletedProcess:
     # The preflight looks for an installed Kafka on the first broker: keep that look on this machine.
-    extra = {"ansible_connection": "local", "ansible_python_interpreter": sys.executable, **extra}
-    env = {**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1"}
-    return subprocess.run(
-        [
-            str(Path(sys.executable).parent / "ansible-playbook"),
-            "-i",
-            str(REPO / "inventories" / name),
-            str(REPO / "playbooks" / "kafka.yml"),
-            "--tags",
-            "kafka_preflight",
-            "-e",
-            json.dumps(extra),
-        ],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
+    return run_preflight(
+        REPO / "inventories" / name, {"ansible_connection": "local", "ansible_python_interpreter": sys.executable, **extra}
     )
 
 

@@ -17,12 +17,14 @@ import pytest
 import requests
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, ConfigResource
-from conftest import BROKERS, REPO, kafka_tool
+
+from conftest import INVENTORY, REPO, TOPOLOGY, kafka_tool
 from kafka_cli import parse_quorum_replication, parse_quorum_status
 
 TASK_TOPIC = "celery.tasks"
 DLQ_TOPIC = "celery.tasks.dlq"
-QUORUM = "org.apache.kafka.tools.MetadataQuorumCommand --bootstrap-controller kafka1:9093,kafka2:9093,kafka3:9093"
+QUORUM = "org.apache.kafka.tools.MetadataQuorumCommand --bootstrap-controller " + ",".join(f"{name}:9093" for name in TOPOLOGY.controllers)
+FIRST, SECOND, LAST = TOPOLOGY.brokers[0], TOPOLOGY.brokers[1], TOPOLOGY.brokers[-1]
 
 
 _ADMINS: dict[str, AdminClient] = {}
@@ -71,20 +73,25 @@ def produce_and_consume(producer_bootstrap: str, consumer_bootstrap: str, partit
         consumer.close()
 
 
-def test_three_brokers_registered(bootstrap):
+def test_three_brokers_registered(bootstrap, topology):
     cluster = admin(bootstrap).describe_cluster(request_timeout=10).result()
-    assert sorted(node.id for node in cluster.nodes) == [1, 2, 3]
+    assert len(topology.brokers) == 3
+    assert sorted(node.id for node in cluster.nodes) == topology.ids(topology.brokers)
     assert cluster.controller is not None
 
 
-def test_quorum_has_three_voters_and_one_leader(hosts):
-    status = parse_quorum_status(kafka_tool(hosts["kafka1"], QUORUM, "describe --status"))
-    replicas = parse_quorum_replication(kafka_tool(hosts["kafka2"], QUORUM, "describe --replication"))
+def test_quorum_has_three_voters_and_one_leader(hosts, topology):
+    status = parse_quorum_status(kafka_tool(hosts[FIRST], QUORUM, "describe --status"))
+    replicas = parse_quorum_replication(kafka_tool(hosts[SECOND], QUORUM, "describe --replication"))
     voters = [r for r in replicas if r.status in ("Leader", "Follower")]
-    assert sorted(r.node_id for r in voters) == [1, 2, 3]
+    assert sorted(r.node_id for r in voters) == topology.ids(topology.controllers)
+    assert len(voters) == 3
     leaders = [r.node_id for r in replicas if r.status == "Leader"]
     assert len(leaders) == 1
     assert int(status["LeaderId"]) == leaders[0]
+    if topology.dedicated:
+        # Brokers follow the metadata log as observers, not voters.
+        assert sorted(r.node_id for r in replicas if r.status == "Observer") == topology.ids(topology.brokers)
 
 
 def test_declared_topics_fully_replicated(bootstrap):
@@ -104,30 +111,36 @@ def test_dead_letter_topic_keeps_seven_days(bootstrap):
     assert configs["min.insync.replicas"].value == "2"
 
 
-def test_cluster_wide_safety_settings(hosts):
-    properties = hosts["kafka1"].file("/etc/kafka/server.properties").content_string
-    for line in (
-        "min.insync.replicas=2",
-        "default.replication.factor=3",
-        "unclean.leader.election.enable=false",
-        "auto.create.topics.enable=false",
-        "process.roles=broker,controller",
-    ):
-        assert line in properties.splitlines()
+def test_cluster_wide_safety_settings(hosts, topology):
+    for name in topology.nodes:
+        lines = hosts[name].file("/etc/kafka/server.properties").content_string.splitlines()
+        roles = [role for role, group in (("broker", topology.brokers), ("controller", topology.controllers)) if name in group]
+        assert f"process.roles={','.join(roles)}" in lines
+        if "broker" in roles:
+            for line in (
+                "min.insync.replicas=2",
+                "default.replication.factor=3",
+                "unclean.leader.election.enable=false",
+                "auto.create.topics.enable=false",
+            ):
+                assert line in lines
 
 
 def test_produce_through_one_broker_consume_through_another(addresses):
-    produce_and_consume(f"{addresses['kafka1']}:9092", f"{addresses['kafka2']}:9092")
+    produce_and_consume(f"{addresses[FIRST]}:9092", f"{addresses[SECOND]}:9092")
 
 
-@pytest.mark.parametrize("name", BROKERS)
-def test_jmx_exporter_serves_kafka_metrics(addresses, name):
+@pytest.mark.parametrize("name", TOPOLOGY.nodes)
+def test_jmx_exporter_serves_kafka_metrics(addresses, topology, name):
     body = requests.get(f"http://{addresses[name]}:7071/metrics", timeout=10).text
-    assert "kafka_server_replicamanager_underreplicatedpartitions " in body
+    if name in topology.brokers:
+        assert "kafka_server_replicamanager_underreplicatedpartitions 0.0" in body
+        assert "kafka_server_kafkaserver_brokerstate 3.0" in body
+        assert "kafka_network_requestmetrics_requests_total{" in body
+    if name in topology.controllers:
+        assert "kafka_controller_kafkacontroller_activecontrollercount " in body
+        assert "kafka_controller_kafkacontroller_offlinepartitionscount 0.0" in body
     assert 'kafka_server_raft_metrics_current_state{state="' in body
-    assert "kafka_controller_kafkacontroller_activecontrollercount " in body
-    assert "kafka_network_requestmetrics_requests_total{" in body
-    assert "kafka_server_replicamanager_underreplicatedpartitions 0.0" in body
 
 
 def run_ansible(args: list[str]) -> subprocess.CompletedProcess:
@@ -139,22 +152,22 @@ def run_ansible(args: list[str]) -> subprocess.CompletedProcess:
             "ANSIBLE_LIBRARY": str(REPO / "library"),
             "ANSIBLE_MODULE_UTILS": str(REPO / "module_utils"),
             "ANSIBLE_NOCOLOR": "1",
+            # The assertions below read JSON results, whatever the scenario's ansible.cfg prefers.
+            "ANSIBLE_CALLBACK_RESULT_FORMAT": "json",
         }
     )
-    # The inventory directory, not the file: it also holds the linked hosts.yml and group_vars.
-    inventory = str(Path(os.environ["MOLECULE_INVENTORY_FILE"]).parent)
-    return subprocess.run([args[0], "-i", inventory, *args[1:]], env=env, capture_output=True, text=True, timeout=1500, check=False)
+    return subprocess.run([args[0], "-i", INVENTORY, *args[1:]], env=env, capture_output=True, text=True, timeout=1500, check=False)
 
 
 def topic_module(partitions: int, replication: int = 3) -> subprocess.CompletedProcess:
     spec = {
-        "bootstrap_servers": "kafka1:9091,kafka2:9091,kafka3:9091",
+        "bootstrap_servers": ",".join(f"{name}:9091" for name in TOPOLOGY.brokers),
         "kafka_home": "/opt/kafka/current",
         "topics": [
             {"name": "verify.scratch", "partitions": partitions, "replication_factor": replication, "config": {"retention.ms": 3600000}}
         ],
     }
-    return run_ansible(["ansible", "kafka1", "-m", "kafka_topics", "-a", json.dumps(spec)])
+    return run_ansible(["ansible", FIRST, "-m", "kafka_topics", "-a", json.dumps(spec)])
 
 
 def test_topic_module_creates_grows_and_refuses_to_shrink(bootstrap):
@@ -174,23 +187,24 @@ def test_topic_module_creates_grows_and_refuses_to_shrink(bootstrap):
 
 
 def test_playbook_refuses_fewer_partitions_before_touching_brokers(bootstrap):
-    converge = str(Path(__file__).parents[1] / "converge.yml")
+    converge = str(Path(os.environ["MOLECULE_SCENARIO_DIRECTORY"]) / "converge.yml")
     run = run_ansible(["ansible-playbook", converge, "-e", json.dumps({"celery_task_topic_partitions": 2})])
     assert run.returncode != 0
-    assert "refusing to lower partitions from 3 to 2" in run.stdout, run.stdout[-3000:]
+    # ansible-core 2.19 prints task errors on stderr.
+    assert "refusing to lower partitions from 3 to 2" in run.stdout + run.stderr, run.stdout[-3000:] + run.stderr[-2000:]
     assert "PLAY [Install and configure Kafka nodes]" not in run.stdout, "the refusal must come before any broker task"
     assert len(admin(bootstrap).list_topics(TASK_TOPIC, timeout=10).topics[TASK_TOPIC].partitions) == 3
 
 
 def test_cluster_survives_one_broker_down(hosts, addresses, bootstrap):
-    hosts["kafka3"].run("systemctl stop kafka")
+    hosts[LAST].run("systemctl stop kafka")
     try:
-        assert not hosts["kafka3"].service("kafka").is_running
+        assert not hosts[LAST].service("kafka").is_running
         # acks=all with min.insync.replicas=2 still succeeds with two of three replicas.
         for partition in range(3):
-            produce_and_consume(f"{addresses['kafka1']}:9092", f"{addresses['kafka2']}:9092", partition)
+            produce_and_consume(f"{addresses[FIRST]}:9092", f"{addresses[SECOND]}:9092", partition)
     finally:
-        hosts["kafka3"].run("systemctl start kafka")
+        hosts[LAST].run("systemctl start kafka")
     wait_full_isr(bootstrap, [TASK_TOPIC, DLQ_TOPIC])
 
 
@@ -200,19 +214,28 @@ def _systemd_time(host, prop: str) -> float:
 
 
 BROKER_RUNNING = 3  # org.apache.kafka.metadata.BrokerState.RUNNING
+BROKER_STATE = re.compile(r"^kafka_server_kafkaserver_brokerstate (\S+)$", re.MULTILINE)
+# Every live KRaft state: an election (after the leader restarts) briefly puts healthy voters in candidate,
+# prospective, voted or unattached. Only "resigned" (shutting down) or no answer at all means down.
+RAFT_MEMBER = re.compile(
+    r'^kafka_server_raft_metrics_current_state\{state="(leader|follower|candidate|prospective|voted|unattached)"\} 1\.0$', re.MULTILINE
+)
 
 
-def broker_running(address: str) -> bool | None:
-    """The broker's own report: True when its JMX exporter says BrokerState RUNNING, False when the JVM refuses the
-    connection or reports another state, None when it is merely slow to answer (a busy JVM is not a down broker)."""
+def node_up(address: str, is_broker: bool) -> bool | None:
+    """The node's own report through its JMX exporter: a broker is up when its BrokerState is RUNNING, a dedicated
+    controller when it takes part in the quorum (any state but resigned). False when the JVM refuses the connection
+    or reports another state; None when it is merely slow to answer (a busy JVM is not a down node)."""
     try:
         body = requests.get(f"http://{address}:7071/metrics", timeout=3).text
     except requests.ConnectionError as error:
         return None if isinstance(error, requests.ConnectTimeout) else False
     except requests.Timeout:
         return None
-    match = re.search(r"^kafka_server_kafkaserver_brokerstate (\S+)$", body, re.MULTILINE)
-    return match is not None and float(match.group(1)) == BROKER_RUNNING
+    if is_broker:
+        match = BROKER_STATE.search(body)
+        return match is not None and float(match.group(1)) == BROKER_RUNNING
+    return RAFT_MEMBER.search(body) is not None
 
 
 def down_intervals(samples: list[tuple[float, dict[str, bool]]], name: str) -> list[tuple[float, float]]:
@@ -228,8 +251,8 @@ def down_intervals(samples: list[tuple[float, dict[str, bool]]], name: str) -> l
     return intervals
 
 
-def test_config_change_rolls_one_broker_at_a_time(hosts, addresses, bootstrap):
-    """Change a broker setting through the playbook and watch every broker's state while it rolls."""
+def test_config_change_rolls_one_node_at_a_time(hosts, addresses, bootstrap, topology):
+    """Change a setting through the playbook and watch every node's own state while the change rolls out."""
     samples: list[tuple[float, dict[str, bool]]] = []
     stop = threading.Event()
 
@@ -237,12 +260,12 @@ def test_config_change_rolls_one_broker_at_a_time(hosts, addresses, bootstrap):
         last = dict.fromkeys(addresses, True)
         while not stop.is_set():
             for name, ip in addresses.items():
-                state = broker_running(ip)
+                state = node_up(ip, name in topology.brokers)
                 last[name] = last[name] if state is None else state
             samples.append((time.time(), dict(last)))
             time.sleep(0.2)
 
-    # A value that differs on every run, so re-running verify restarts the brokers again.
+    # A value that differs on every run, so re-running verify restarts the nodes again.
     backoff_ms = random.randint(15001, 29999)
     before = {name: _systemd_time(host, "ActiveEnterTimestamp") for name, host in hosts.items()}
     watcher = threading.Thread(target=watch, daemon=True)
@@ -250,7 +273,7 @@ def test_config_change_rolls_one_broker_at_a_time(hosts, addresses, bootstrap):
     run = run_ansible(
         [
             "ansible-playbook",
-            str(Path(__file__).parents[1] / "converge.yml"),
+            str(Path(os.environ["MOLECULE_SCENARIO_DIRECTORY"]) / "converge.yml"),
             "-e",
             json.dumps({"kafka_extra_properties": {"log.cleaner.backoff.ms": backoff_ms}}),
         ]
@@ -264,23 +287,25 @@ def test_config_change_rolls_one_broker_at_a_time(hosts, addresses, bootstrap):
         assert f"log.cleaner.backoff.ms={backoff_ms}" in host.file("/etc/kafka/server.properties").content_string
         assert not host.file("/var/lib/kafka/restart-pending").exists
 
-    # Each broker's own view, sampled several times a second: every broker was down once, never two at the same time.
-    assert len(samples) > 50, "too few samples of broker state"
-    windows = {name: down_intervals(samples, name) for name in BROKERS}
+    # Each node's own view, sampled several times a second: every node was down once, never two at the same time.
+    assert len(samples) > 50, "too few samples of node state"
+    windows = {name: down_intervals(samples, name) for name in topology.nodes}
     for name, intervals in windows.items():
-        print(
-            f"{name} down: "
-            + ", ".join(
-                f"{datetime.fromtimestamp(a):%H:%M:%S.%f}-{datetime.fromtimestamp(b):%H:%M:%S.%f} ({b - a:.1f} s)" for a, b in intervals
-            )
+        spans = ", ".join(
+            f"{datetime.fromtimestamp(a):%H:%M:%S.%f}-{datetime.fromtimestamp(b):%H:%M:%S.%f} ({b - a:.1f} s)" for a, b in intervals
         )
-    worst = min(sum(running.values()) for _, running in samples)
-    print(f"{len(samples)} samples; fewest brokers running at once: {worst}")
-    assert worst >= 2, "two brokers were down at the same time"
+        print(f"{name} down: {spans}")
+    fewest = min(sum(up.values()) for _, up in samples)
+    print(f"{len(samples)} samples; fewest of {len(topology.nodes)} nodes up at once: {fewest}")
+    assert fewest >= len(topology.nodes) - 1, "two nodes were down at the same time"
     for name, intervals in windows.items():
         assert len(intervals) == 1, f"{name} should have been down exactly once, was: {intervals}"
+    if topology.dedicated:
+        last_controller = max(windows[name][0][1] for name in topology.controllers)
+        first_broker = min(windows[name][0][0] for name in topology.brokers)
+        assert last_controller < first_broker, "controllers must be restarted before brokers"
 
-    # systemd's view agrees: each broker restarted after the run began, in sequence.
+    # systemd's view agrees: every node restarted during the run.
     for name, host in hosts.items():
         assert _systemd_time(host, "ActiveEnterTimestamp") > before[name], f"{name} was not restarted"
     wait_full_isr(bootstrap, [TASK_TOPIC, DLQ_TOPIC])
