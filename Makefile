@@ -15,16 +15,17 @@ export ANSIBLE_FORCE_COLOR := 0
 
 KAFKA_VERSION        ?= 4.3.1
 JMX_EXPORTER_VERSION ?= 1.0.1
-SCENARIOS            ?= kafka
+SCENARIOS            ?= kafka kafka_dedicated
 
 .PHONY: help
 help: ## List targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
 
-$(VENV)/.stamp: requirements.txt
+$(VENV)/.stamp: requirements.txt celery_kafka/pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
 	$(VENV)/bin/pip install -q -r requirements.txt
+	$(VENV)/bin/pip install -q -e 'celery_kafka[test]'
 	touch $@
 
 .PHONY: venv
@@ -54,8 +55,13 @@ lint: venv ## yamllint, ansible-lint (production profile), ruff
 	ruff format --check .
 
 .PHONY: unit
-unit: venv ## Unit tests (custom modules, preflight against bad inventories)
+unit: venv ## Unit tests (custom modules, preflight against bad inventories, the Celery package)
 	pytest -q tests
+	cd celery_kafka && pytest -q -p no:cacheprovider -m "not integration" tests
+
+.PHONY: integration
+integration: venv artifacts ## Celery package against a real Kafka broker started on 127.0.0.1
+	cd celery_kafka && pytest -q -p no:cacheprovider -m integration tests
 
 .PHONY: molecule
 molecule: deps ## Every Molecule scenario
@@ -66,7 +72,7 @@ molecule: deps ## Every Molecule scenario
 	done
 
 .PHONY: test
-test: deps lint unit molecule ## Everything CI runs
+test: deps lint unit integration molecule ## Everything CI runs
 
 .PHONY: clean
 clean: ## Remove Molecule instances (keeps caches)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import zipfile
 
 import pytest
+
 from kafka_cli import (
     CONFIG_COMMAND_CANDIDATES,
     PlanError,

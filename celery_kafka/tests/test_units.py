@@ -1,0 +1,131 @@
+"""Pure parts of the package: partitioning, envelopes, dead letters, cgroup reading, settings."""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+
+import pytest
+
+from celery_kafka.cgroup import read_memory
+from celery_kafka.deadletter import TASK_FAILED, UNDECODABLE, DeadLetter, Source, encode_raw
+from celery_kafka.envelope import UndecodableMessage, decode_envelope, task_message
+from celery_kafka.partitioning import murmur2, partition_for_key
+from celery_kafka.settings import WorkerEnvironment, celery_settings
+from celery_kafka.transport import bootstrap_servers, parse_attempt
+
+# Expected values from Kafka's own UtilsTest (Java ints).
+MURMUR2_VECTORS = {
+    b"21": -973932308,
+    b"foobar": -790332482,
+    b"a-little-bit-long-string": -985981536,
+    b"a-little-bit-longer-string": -1486304829,
+    b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8": -58897971,
+    b"abc": 479470107,
+}
+
+
+@pytest.mark.parametrize(("data", "java"), MURMUR2_VECTORS.items())
+def test_murmur2_matches_kafkas_java_implementation(data, java):
+    assert murmur2(data) == java & 0xFFFFFFFF
+
+
+def test_partition_for_key_is_stable_and_in_range():
+    assert partition_for_key("customer-7", 3) == partition_for_key(b"customer-7", 3)
+    assert {partition_for_key(f"k{n}", 4) for n in range(200)} == {0, 1, 2, 3}
+    with pytest.raises(ValueError, match="at least one partition"):
+        partition_for_key("k", 0)
+
+
+def envelope(task: str = "demo.add", args: list | None = None, headers: dict | None = None) -> bytes:
+    body = base64.b64encode(json.dumps([args or [1, 2], {"x": 1}, {}]).encode()).decode()
+    return json.dumps(
+        {
+            "body": body,
+            "content-type": "application/json",
+            "content-encoding": "utf-8",
+            "headers": {"task": task, "id": "abc", "retries": 2, "partition_key": "k1", **(headers or {})},
+            "properties": {"body_encoding": "base64", "delivery_info": {}},
+        }
+    ).encode()
+
+
+def test_task_message_reads_name_arguments_and_counters():
+    message = task_message(decode_envelope(envelope(headers={"dlq_replays": 1})))
+    assert (message.task_name, message.task_id, message.args, message.kwargs) == ("demo.add", "abc", [1, 2], {"x": 1})
+    assert (message.retries, message.partition_key, message.replays) == (2, "k1", 1)
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        (b"\x00\xff", "not JSON"),
+        (b'{"hello": 1}', "not a kombu message envelope"),
+        (envelope().replace(b"application/json", b"application/x-python-serialize"), "JSON only"),
+        (None, "no value"),
+    ],
+)
+def test_undecodable_records_are_recognised(raw, reason):
+    with pytest.raises(UndecodableMessage, match=reason):
+        task_message(decode_envelope(raw))
+
+
+def test_dead_letter_round_trips_through_json():
+    letter = DeadLetter(
+        kind=TASK_FAILED,
+        reason="RuntimeError after 2 retries",
+        source=Source("celery.tasks", 1, 42, key="k1", headers={"a": "b"}),
+        task_id="abc",
+        task_name="demo.add",
+        args=[1],
+        partition_key="k1",
+        retries=2,
+        raw_value_b64=encode_raw(b"payload"),
+    )
+    again = DeadLetter.from_json(letter.to_json())
+    assert again == letter and again.raw_value == b"payload" and again.replayable and again.record_key == b"k1"
+    assert not DeadLetter(kind=UNDECODABLE, reason="x", source=Source("t", 0, 0)).replayable
+    with pytest.raises(ValueError, match="unknown dead-letter kind"):
+        DeadLetter(kind="lost", reason="x", source=Source("t", 0, 0))
+
+
+def test_cgroup_v1_memory_limit_of_a_systemd_unit(tmp_path: Path):
+    unit = tmp_path / "memory" / "system.slice" / "celery-worker@2.service"
+    unit.mkdir(parents=True)
+    (unit / "memory.limit_in_bytes").write_text("2147483648\n")
+    (unit / "memory.usage_in_bytes").write_text("52428800\n")
+    proc = tmp_path / "cgroup"
+    proc.write_text("12:memory:/system.slice/celery-worker@2.service\n1:name=systemd:/system.slice/celery-worker@2.service\n")
+    reading = read_memory(proc, tmp_path)
+    assert (reading.usage_bytes, reading.limit_bytes) == (52428800, 2147483648)
+
+
+def test_cgroup_v1_without_limit_and_v2(tmp_path: Path):
+    v1 = tmp_path / "memory" / "x"
+    v1.mkdir(parents=True)
+    (v1 / "memory.limit_in_bytes").write_text("9223372036854771712\n")
+    (v1 / "memory.usage_in_bytes").write_text("1\n")
+    proc = tmp_path / "cgroup"
+    proc.write_text("4:memory:/x\n")
+    assert read_memory(proc, tmp_path).limit_bytes is None
+    v2 = tmp_path / "v2"
+    (v2 / "svc").mkdir(parents=True)
+    (v2 / "svc" / "memory.max").write_text("1073741824\n")
+    (v2 / "svc" / "memory.current").write_text("1000\n")
+    proc.write_text("0::/svc\n")
+    assert read_memory(proc, v2).limit_bytes == 1073741824
+
+
+def test_settings_fit_kafka():
+    env = WorkerEnvironment.from_environ({"CELERY_KAFKA_BROKERS": "k1:9092,k2:9092", "CELERY_KAFKA_PARTITION": "2"})
+    assert env.broker_url == "partitionedkafka://k1:9092;partitionedkafka://k2:9092" and env.partition == 2
+    settings = celery_settings(env)
+    assert settings["accept_content"] == ["json"] and settings["task_acks_late"] and settings["task_reject_on_worker_lost"]
+    assert settings["worker_prefetch_multiplier"] == 1 and not settings["worker_enable_remote_control"]
+    assert WorkerEnvironment.from_environ({}).partition is None
+
+
+def test_transport_helpers():
+    assert bootstrap_servers([("k1", 9092), ("k2", None), ("k1", 9092)]) == "k1:9092,k2:9092"
+    assert (parse_attempt("attempt=3"), parse_attempt(None), parse_attempt("attempt=x"), parse_attempt("other")) == (3, 0, 0, 0)
