@@ -15,7 +15,7 @@ export ANSIBLE_FORCE_COLOR := 0
 
 KAFKA_VERSION        ?= 4.3.1
 JMX_EXPORTER_VERSION ?= 1.0.1
-SCENARIOS            ?= kafka kafka_dedicated
+SCENARIOS            ?= kafka kafka_dedicated celery
 
 .PHONY: help
 help: ## List targets
@@ -44,8 +44,19 @@ artifacts: ## Kafka archive assembled from Maven Central, JMX exporter agent (ca
 	$(REPO)/scripts/build-kafka-archive.sh $(KAFKA_VERSION)
 	$(REPO)/scripts/fetch-jmx-exporter.sh $(JMX_EXPORTER_VERSION)
 
+# Wheels of the worker package and all its dependencies, for nodes without a package index. SOURCE_DATE_EPOCH makes
+# the package wheel byte-identical across rebuilds, so re-running the playbook copies nothing new.
+WHEELS := $(REPO)/.cache/wheels
+$(WHEELS)/.stamp: $(VENV)/.stamp celery_kafka/pyproject.toml $(shell find celery_kafka/src -name '*.py')
+	rm -rf $(WHEELS) && mkdir -p $(WHEELS)
+	SOURCE_DATE_EPOCH=315532800 $(VENV)/bin/pip wheel -q --wheel-dir $(WHEELS) ./celery_kafka
+	touch $@
+
+.PHONY: wheels
+wheels: $(WHEELS)/.stamp ## Wheels of the Celery worker package and its dependencies
+
 .PHONY: deps
-deps: venv image artifacts ## All set-up, idempotent
+deps: venv image artifacts wheels ## All set-up, idempotent
 
 .PHONY: lint
 lint: venv ## yamllint, ansible-lint (production profile), ruff

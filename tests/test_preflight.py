@@ -60,6 +60,7 @@ def assert_refused(result: subprocess.CompletedProcess, message: str) -> None:
     assert result.returncode != 0, output[-3000:]
     assert message in output, output[-3000:]
     assert "PLAY [Install and configure Kafka nodes]" not in result.stdout
+    assert "PLAY [Install and run the worker nodes]" not in result.stdout
 
 
 THREE = {"kafka1": 1, "kafka2": 2, "kafka3": 3}
@@ -151,3 +152,55 @@ def test_local_inventory_passes(tmp_path):
     jar.write_bytes(b"x")
     result = run_shipped_inventory("local", tmp_path, {"kafka_archive_local_path": str(archive), "kafka_jmx_exporter_local_path": str(jar)})
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+
+
+def run_worker_preflight(tmp_path: Path, workers: dict[str, int | None], wheels: bool = True) -> subprocess.CompletedProcess:
+    wheel_dir = tmp_path / "wheels"
+    wheel_dir.mkdir(exist_ok=True)
+    if wheels:
+        (wheel_dir / "celery_kafka_partitioned-0.1.0-py3-none-any.whl").write_bytes(b"x")
+    hosts = {name: ({} if partition is None else {"celery_worker_partition": partition}) for name, partition in workers.items()}
+    inventory = tmp_path / "workers.yml"
+    inventory.write_text(
+        yaml.safe_dump(
+            {
+                "all": {
+                    "vars": {
+                        "ansible_connection": "local",
+                        "ansible_python_interpreter": sys.executable,
+                        "celery_worker_wheels_dir": str(wheel_dir),
+                    },
+                    "children": {"celery_workers": {"hosts": hosts}},
+                }
+            }
+        )
+    )
+    env = {**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1"}
+    command = [str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(inventory), str(REPO / "playbooks" / "celery.yml")]
+    return subprocess.run(
+        [*command, "--tags", "celery_preflight"], cwd=REPO, env=env, capture_output=True, text=True, timeout=300, check=False
+    )
+
+
+def test_workers_with_explicit_or_derived_partitions_pass(tmp_path):
+    for workers in ({"w1": 0, "w2": 1, "w3": 2}, {"w1": None, "w2": None}):
+        result = run_worker_preflight(tmp_path, workers)
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+
+
+def test_duplicate_worker_partition_is_refused(tmp_path):
+    assert_refused(run_worker_preflight(tmp_path, {"w1": 0, "w2": 1, "w3": 1}), "found w1=0, w2=1, w3=1")
+
+
+def test_gap_in_worker_partitions_is_refused(tmp_path):
+    result = run_worker_preflight(tmp_path, {"w1": 0, "w2": 2})
+    assert_refused(result, "Worker partitions must be 0..1")
+    assert_refused(result, "a gap means a partition nobody consumes")
+
+
+def test_partly_explicit_partitions_are_refused(tmp_path):
+    assert_refused(run_worker_preflight(tmp_path, {"w1": 0, "w2": None}), "set it on all of them or on none")
+
+
+def test_missing_worker_wheels_are_refused(tmp_path):
+    assert_refused(run_worker_preflight(tmp_path, {"w1": 0}, wheels=False), "Build the package and its dependencies on the controller")

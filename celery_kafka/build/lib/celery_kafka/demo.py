@@ -1,0 +1,82 @@
+"""Demo tasks used by the tests and `make demo`: each proves one behaviour of the system.
+
+- record: appends what ran where (key, sequence number, worker node, partition, offset) to a results file on the
+  worker node, so tests can check per-key order and partition ownership on the node itself;
+- flaky: fails a given number of times, then succeeds (retries work);
+- always_fails: fails every time (ends in the dead-letter topic after its retries);
+- memory_hog: allocates more memory than the node's limit (the kernel kills the worker; the redelivery limit puts
+  the message in the dead-letter topic);
+- crash: kills the worker process outright, like the OOM killer, without needing a memory limit (local tests).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+from celery_kafka.app import app
+from celery_kafka.transport import current_delivery
+
+RESULTS_FILE = Path(os.environ.get("CELERY_KAFKA_RESULTS_FILE", "/var/lib/celery-worker/results.jsonl"))
+
+
+def _record(task: Any, **fields: Any) -> dict[str, Any]:
+    delivery = current_delivery((task.request.properties or {}).get("delivery_tag"))
+    entry = {
+        "task_id": task.request.id,
+        "task": task.name,
+        "node": socket.gethostname(),
+        "worker_partition": app.conf.celery_kafka_environment.partition,
+        "partition": delivery.partition if delivery else None,
+        "offset": delivery.offset if delivery else None,
+        "attempt": delivery.attempt if delivery else None,
+        "retries": task.request.retries,
+        "finished_at": time.time(),
+        **fields,
+    }
+    RESULTS_FILE.parent.mkdir(parents=True, exist_ok=True)
+    with RESULTS_FILE.open("a") as results:
+        results.write(json.dumps(entry) + "\n")
+    return entry
+
+
+@app.task(bind=True, name="celery_kafka.demo.record")
+def record(self: Any, key: str, seq: int, run_id: str = "") -> dict[str, Any]:
+    return _record(self, key=key, seq=seq, run_id=run_id)
+
+
+class TransientError(RuntimeError):
+    """A failure that goes away when retried."""
+
+
+@app.task(bind=True, name="celery_kafka.demo.flaky", autoretry_for=(TransientError,), max_retries=5, default_retry_delay=0)
+def flaky(self: Any, key: str, failures: int, run_id: str = "") -> dict[str, Any]:
+    if self.request.retries < failures:
+        raise TransientError(f"failing on purpose, attempt {self.request.retries + 1} of {failures + 1}")
+    return _record(self, key=key, run_id=run_id)
+
+
+@app.task(bind=True, name="celery_kafka.demo.always_fails", autoretry_for=(RuntimeError,), max_retries=2, default_retry_delay=0)
+def always_fails(self: Any, key: str, run_id: str = "") -> None:
+    raise RuntimeError(f"always fails (key {key}, retry {self.request.retries})")
+
+
+@app.task(bind=True, name="celery_kafka.demo.memory_hog")
+def memory_hog(self: Any, megabytes: int, run_id: str = "") -> None:
+    chunk = 1024 * 1024
+    hog = []
+    for _ in range(megabytes):
+        block = bytearray(chunk)
+        block[::4096] = b"x" * len(block[::4096])  # touch every page so it is really resident
+        hog.append(block)
+    time.sleep(5)
+
+
+@app.task(bind=True, name="celery_kafka.demo.crash")
+def crash(self: Any, run_id: str = "") -> None:
+    """Kill the worker process mid-task, as the kernel's OOM killer does (the local stand-in for memory_hog)."""
+    os.kill(os.getpid(), 9)

@@ -1,0 +1,79 @@
+"""Celery settings that fit Kafka as a broker, and the environment a worker node reads them from."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from celery_kafka.transport import SCHEME
+
+
+@dataclass(frozen=True)
+class WorkerEnvironment:
+    """What a worker node (or a client) needs to know, from CELERY_KAFKA_* environment variables."""
+
+    brokers: list[str]
+    task_topic: str = "celery.tasks"
+    dead_letter_topic: str = "celery.tasks.dlq"
+    # The partition this worker node owns; None for clients that only send tasks.
+    partition: int | None = None
+    max_deliveries: int = 3
+    task_time_limit: int = 300
+
+    @classmethod
+    def from_environ(cls, environ: dict[str, str] | None = None) -> WorkerEnvironment:
+        env = os.environ if environ is None else environ
+        brokers = [b.strip() for b in env.get("CELERY_KAFKA_BROKERS", "localhost:9092").split(",") if b.strip()]
+        partition = env.get("CELERY_KAFKA_PARTITION", "")
+        return cls(
+            brokers=brokers,
+            task_topic=env.get("CELERY_KAFKA_TASK_TOPIC", cls.task_topic),
+            dead_letter_topic=env.get("CELERY_KAFKA_DEAD_LETTER_TOPIC", cls.dead_letter_topic),
+            partition=int(partition) if partition.strip() else None,
+            max_deliveries=int(env.get("CELERY_KAFKA_MAX_DELIVERIES", cls.max_deliveries)),
+            task_time_limit=int(env.get("CELERY_KAFKA_TASK_TIME_LIMIT", cls.task_time_limit)),
+        )
+
+    @property
+    def broker_url(self) -> str:
+        """kombu failover syntax: every broker is listed, and the transport bootstraps from all of them."""
+        return ";".join(f"{SCHEME}://{broker}" for broker in self.brokers)
+
+
+def celery_settings(env: WorkerEnvironment) -> dict[str, Any]:
+    return {
+        "broker_url": env.broker_url,
+        "broker_transport_options": {
+            "partition": env.partition,
+            "dead_letter_topic": env.dead_letter_topic,
+            "max_deliveries": env.max_deliveries,
+            "wait_time_seconds": 1,
+        },
+        "broker_connection_retry_on_startup": True,
+        # JSON only: a message can always be decoded (and dead-lettered, shown, replayed) without running code.
+        "task_serializer": "json",
+        "result_serializer": "json",
+        "accept_content": ["json"],
+        # Kafka is not a result store; tasks that must report something write it themselves.
+        "task_ignore_result": True,
+        "result_backend": None,
+        "task_default_queue": env.task_topic,
+        "task_default_exchange": env.task_topic,
+        "task_default_routing_key": env.task_topic,
+        # Ack (= commit the offset) only after the task finished, and give the message back if the worker dies.
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        # One message at a time per worker node: partition order is task order.
+        "worker_prefetch_multiplier": 1,
+        "worker_concurrency": 1,
+        "worker_pool": "solo",
+        "task_time_limit": env.task_time_limit,
+        # The Kafka transport has no fanout exchange, so remote control (celery inspect/control), gossip, mingle and
+        # events cannot work on it; turn them off rather than have them fail. Metrics come from each worker's own
+        # HTTP endpoint instead (metrics.py).
+        "worker_enable_remote_control": False,
+        "worker_send_task_events": False,
+        "task_send_sent_event": False,
+        "worker_hijack_root_logger": False,
+    }

@@ -1,0 +1,398 @@
+"""A kombu transport for Celery on Kafka with static partition ownership, built on kombu's confluentkafka transport.
+
+What it changes, and why:
+
+* bootstrap from every broker in the URL (``partitionedkafka://k1:9092;partitionedkafka://k2:9092``), not only the
+  first host;
+* one producer with ``acks=all``, idempotence and retries; a task's partition key (header ``partition_key``) is the
+  record key and Kafka's murmur2 partitioner maps it, so the same key always lands on the same partition;
+  ``_put`` returns only once the brokers acknowledged the record;
+* a worker started with transport option ``partition`` consumes exactly that partition by ``assign()`` (no group
+  rebalancing: no other worker can take it over) and resumes from the offset committed for it;
+* an ack commits exactly ``offset + 1`` of the acked message (never "whatever was consumed"), and never past a
+  message still in flight (offsets.py); with Celery's ``acks_late`` that happens after the task finished;
+* before a message is handed to the worker, its delivery attempt is committed (same offset, attempt number in the
+  commit metadata). A worker killed mid-task (OOM) restarts from that offset and knows how often the message was
+  already tried; past ``max_deliveries`` the message goes to the dead-letter topic instead of killing the worker
+  again;
+* a record that is not a Celery JSON message goes to the dead-letter topic and the worker goes on;
+* topics are never created here: they are declared (partitions, replication) by the Ansible kafka_topics role.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from dataclasses import dataclass
+from queue import Empty
+from typing import Any, ClassVar
+
+from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from kombu.transport import TRANSPORT_ALIASES, confluentkafka
+from kombu.utils.json import dumps
+
+from celery_kafka import metrics
+from celery_kafka.deadletter import REDELIVERY_LIMIT, UNDECODABLE, DeadLetter, Source, encode_raw
+from celery_kafka.envelope import PARTITION_KEY_HEADER, UndecodableMessage, decode_envelope, task_message
+from celery_kafka.offsets import Commit, PartitionPositions
+
+logger = logging.getLogger(__name__)
+
+SCHEME = "partitionedkafka"
+DEFAULT_PORT = 9092
+ATTEMPT_PREFIX = "attempt="
+
+
+class DeliveryFailed(KafkaException):
+    """The brokers did not acknowledge a record in time (or refused it)."""
+
+
+@dataclass
+class Delivery:
+    """Where a message handed to the worker came from; looked up by delivery tag (see current_delivery)."""
+
+    topic: str
+    partition: int
+    offset: int
+    attempt: int
+    key: bytes | None
+    timestamp_ms: int | None
+    headers: dict[str, str]
+    raw_value: bytes | None
+
+
+# Deliveries of this process by delivery tag. The solo pool runs tasks in the consuming process, so a task can find
+# the Kafka coordinates of its own message here (the dead-letter writer needs them).
+_DELIVERIES: dict[str, Delivery] = {}
+
+
+def current_delivery(delivery_tag: str | None) -> Delivery | None:
+    return None if delivery_tag is None else _DELIVERIES.get(delivery_tag)
+
+
+def parse_attempt(metadata: str | None) -> int:
+    """Attempt number stored in a commit's metadata ('attempt=3' -> 3); 0 when absent."""
+    if metadata and metadata.startswith(ATTEMPT_PREFIX):
+        try:
+            return int(metadata[len(ATTEMPT_PREFIX) :])
+        except ValueError:
+            return 0
+    return 0
+
+
+def record_headers(message: Message) -> dict[str, str]:
+    return {name: (value or b"").decode("utf-8", "replace") for name, value in (message.headers() or [])}
+
+
+def bootstrap_servers(hosts: list[tuple[str, int | None]]) -> str:
+    """'host:port,...' of every broker named in the connection URL (failover list included), without repeats."""
+    seen: list[str] = []
+    for host, port in hosts:
+        entry = f"{host}:{port or DEFAULT_PORT}"
+        if entry not in seen:
+            seen.append(entry)
+    return ",".join(seen)
+
+
+class QoS(confluentkafka.QoS):
+    """Acks commit the acked message's own offset; a requeue rewinds the partition to it."""
+
+    def ack(self, delivery_tag: str) -> None:
+        message = self._not_yet_acked.pop(delivery_tag, None)
+        if message is not None:
+            self.channel.commit_delivery(delivery_tag)
+
+    def reject(self, delivery_tag: str, requeue: bool = False) -> None:
+        if not requeue:
+            self.ack(delivery_tag)
+            return
+        if self._not_yet_acked.pop(delivery_tag, None) is not None:
+            self.channel.rewind_delivery(delivery_tag)
+
+
+class Channel(confluentkafka.Channel):
+    QoS = QoS
+
+    # librdkafka settings that make a published task durable before _put returns.
+    durable_producer_config: ClassVar[dict[str, Any]] = {
+        "acks": "all",
+        "enable.idempotence": True,
+        "retries": 2147483647,
+        "max.in.flight.requests.per.connection": 5,
+        "delivery.timeout.ms": 120000,
+        # Java-compatible key hashing: the owner of a key can be computed anywhere (partitioning.partition_for_key).
+        "partitioner": "murmur2_random",
+    }
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._producer: Producer | None = None
+        self._attempts: dict[tuple[str, int, int], int] = {}
+        self._positions: dict[tuple[str, int], PartitionPositions] = {}
+        super().__init__(*args, **kwargs)
+
+    # --- configuration -----------------------------------------------------------------------------------------
+    @property
+    def assigned_partition(self) -> int | None:
+        value = self.options.get("partition")
+        return None if value is None or value == "" else int(value)
+
+    @property
+    def max_deliveries(self) -> int:
+        return int(self.options.get("max_deliveries", 3))
+
+    @property
+    def dead_letter_topic(self) -> str | None:
+        return self.options.get("dead_letter_topic")
+
+    @property
+    def publish_timeout(self) -> float:
+        return float(self.options.get("publish_timeout_seconds", 30))
+
+    @property
+    def common_config(self) -> dict[str, Any]:  # type: ignore[override]
+        client = self.connection.client
+        hosts = [(client.hostname, client.port)]
+        for url in client.alt or []:
+            parsed = type(client)(url)
+            hosts.append((parsed.hostname, parsed.port))
+        config = dict(super().common_config)
+        config["bootstrap.servers"] = bootstrap_servers(hosts)
+        config.update(self.options.get("kafka_common_config") or {})
+        return config
+
+    # --- producing ---------------------------------------------------------------------------------------------
+    def _get_producer(self, queue: str) -> Producer:
+        if self._producer is None:
+            self._producer = Producer(
+                {**self.common_config, **self.durable_producer_config, **(self.options.get("kafka_producer_config") or {})}
+            )
+        return self._producer
+
+    def produce_durably(self, topic: str, value: bytes, key: bytes | None = None, headers: dict[str, str] | None = None) -> Message:
+        """Produce one record and wait until the brokers acknowledged it (acks=all); raise DeliveryFailed if not."""
+        producer = self._get_producer(topic)
+        outcome: dict[str, Any] = {}
+
+        def on_delivery(error: KafkaError | None, message: Message) -> None:
+            outcome["error"], outcome["message"] = error, message
+
+        producer.produce(topic, value=value, key=key, headers=list((headers or {}).items()), on_delivery=on_delivery)
+        deadline = time.monotonic() + self.publish_timeout
+        while "message" not in outcome and time.monotonic() < deadline:
+            producer.poll(0.05)
+        if "message" not in outcome:
+            raise DeliveryFailed(
+                KafkaError(KafkaError._MSG_TIMED_OUT, f"no acknowledgement from the brokers within {self.publish_timeout} s")
+            )
+        if outcome["error"] is not None:
+            raise DeliveryFailed(outcome["error"])
+        return outcome["message"]
+
+    def _put(self, queue: str, message: dict[str, Any], **kwargs: Any) -> None:
+        topic = self.sanitize_queue_name(queue)
+        key = (message.get("headers") or {}).get(PARTITION_KEY_HEADER)
+        self.produce_durably(topic, dumps(message).encode(), key=None if key is None else str(key).encode())
+
+    # --- consuming ---------------------------------------------------------------------------------------------
+    def _get_consumer(self, queue: str) -> Consumer:
+        partition = self.assigned_partition
+        if partition is None:
+            return super()._get_consumer(queue)
+        topic = self.sanitize_queue_name(queue)
+        consumer = self._kafka_consumers.get(topic)
+        if consumer is None:
+            consumer = Consumer(
+                {
+                    **self.common_config,
+                    # Offsets are stored under this group, but partitions are assigned, never balanced.
+                    "group.id": self.options.get("consumer_group", f"{topic}.workers"),
+                    "enable.auto.commit": False,
+                    "enable.auto.offset.store": False,
+                    "auto.offset.reset": "earliest",
+                    **(self.options.get("kafka_consumer_config") or {}),
+                }
+            )
+            owned = TopicPartition(topic, partition)
+            committed = self._committed(consumer, owned)
+            positions = self._positions.setdefault((topic, partition), PartitionPositions())
+            if committed.offset != OFFSET_INVALID:
+                positions.committed = committed.offset
+                # A delivery attempt was recorded for this offset before the worker stopped (or was killed).
+                self._attempts[(topic, partition, committed.offset)] = parse_attempt(committed.metadata)
+            consumer.assign([owned])
+            metrics.PARTITIONS.channels.append(self)
+            logger.info("consuming %s partition %s from committed offset %s", topic, partition, committed.offset)
+            self._kafka_consumers[topic] = consumer
+        return consumer
+
+    # Answers a fresh cluster gives while the group coordinator (__consumer_offsets) is still being set up.
+    _coordinator_not_ready = (
+        KafkaError.NOT_COORDINATOR,
+        KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+        KafkaError.COORDINATOR_NOT_AVAILABLE,
+        KafkaError._TIMED_OUT,
+        KafkaError._TRANSPORT,
+    )
+
+    def _committed(self, consumer: Consumer, owned: TopicPartition, timeout: float = 120) -> TopicPartition:
+        """The committed offset (and metadata) of the owned partition, waiting out a coordinator that is not ready."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                [committed] = consumer.committed([owned], timeout=10)
+                if committed.error is None:
+                    return committed
+                error = committed.error
+            except KafkaException as exception:
+                error = exception.args[0]
+            if error.code() not in self._coordinator_not_ready or time.monotonic() > deadline:
+                raise KafkaException(error)
+            logger.info("waiting for the group coordinator: %s", error)
+            time.sleep(1)
+
+    def _commit(self, topic: str, partition: int, commit: Commit | None) -> None:
+        """Store a position (synchronously: a restart must never resume before a finished message)."""
+        if commit is None:
+            return
+        if commit.attempt is None:
+            owned = TopicPartition(topic, partition, commit.offset)
+        else:
+            owned = TopicPartition(topic, partition, commit.offset, metadata=f"{ATTEMPT_PREFIX}{commit.attempt}")
+        self._get_consumer(topic).commit(offsets=[owned], asynchronous=False)
+
+    def _partition_positions(self, topic: str, partition: int) -> PartitionPositions:
+        return self._positions.setdefault((topic, partition), PartitionPositions())
+
+    def _get(self, queue: str, **kwargs: Any) -> dict[str, Any]:
+        if self.assigned_partition is None:
+            return super()._get(queue, **kwargs)
+        topic = self.sanitize_queue_name(queue)
+        consumer = self._get_consumer(topic)
+        record = consumer.poll(self.wait_time_seconds)
+        if record is None:
+            raise Empty()
+        if record.error():
+            logger.warning("consumer error on %s: %s", topic, record.error())
+            raise Empty()
+        partition, offset = record.partition(), record.offset()
+        attempt = self._attempts.pop((topic, partition, offset), 0) + 1
+
+        try:
+            envelope = decode_envelope(record.value())
+            task = task_message(envelope)
+        except UndecodableMessage as error:
+            self._dead_letter(record, UNDECODABLE, f"undecodable record: {error}")
+            raise Empty() from None
+
+        if attempt > self.max_deliveries:
+            self._dead_letter(
+                record,
+                REDELIVERY_LIMIT,
+                f"delivered {attempt - 1} times without an acknowledgement: the worker died running it "
+                f"(killed by its memory limit, or crashed); limit is {self.max_deliveries}",
+                task_fields=task,
+            )
+            raise Empty()
+
+        # Persist the attempt before the task runs: if the worker dies, the restart sees it (offset stays here).
+        self._commit(topic, partition, self._partition_positions(topic, partition).delivered(offset, attempt))
+        delivery_tag = str(uuid.uuid4())
+        _DELIVERIES[delivery_tag] = Delivery(
+            topic=topic,
+            partition=partition,
+            offset=offset,
+            attempt=attempt,
+            key=record.key(),
+            timestamp_ms=record.timestamp()[1],
+            headers=record_headers(record),
+            raw_value=record.value(),
+        )
+        properties = envelope["properties"]
+        properties["delivery_tag"] = delivery_tag
+        properties.setdefault("delivery_info", {})
+        return {**envelope, "topic": topic}
+
+    def commit_delivery(self, delivery_tag: str) -> None:
+        """Commit the position right after an acked message."""
+        delivery = _DELIVERIES.pop(delivery_tag, None)
+        if delivery is not None:
+            positions = self._partition_positions(delivery.topic, delivery.partition)
+            self._commit(delivery.topic, delivery.partition, positions.acked(delivery.offset))
+
+    def rewind_delivery(self, delivery_tag: str) -> None:
+        """Requeue: read the message again from its own offset, counting the attempt."""
+        delivery = _DELIVERIES.pop(delivery_tag, None)
+        if delivery is not None:
+            self._attempts[(delivery.topic, delivery.partition, delivery.offset)] = delivery.attempt
+            self._partition_positions(delivery.topic, delivery.partition).rewound(delivery.offset)
+            self._get_consumer(delivery.topic).seek(TopicPartition(delivery.topic, delivery.partition, delivery.offset))
+
+    def _dead_letter(self, record: Message, kind: str, reason: str, task_fields: Any = None) -> None:
+        topic, partition, offset = record.topic(), record.partition(), record.offset()
+        key = record.key()
+        letter = DeadLetter(
+            kind=kind,
+            reason=reason,
+            source=Source(
+                topic=topic,
+                partition=partition,
+                offset=offset,
+                timestamp_ms=record.timestamp()[1],
+                key=None if key is None else key.decode("utf-8", "replace"),
+                headers=record_headers(record),
+            ),
+            raw_value_b64=encode_raw(record.value()),
+        )
+        if task_fields is not None:
+            letter.task_id, letter.task_name = task_fields.task_id, task_fields.task_name
+            letter.args, letter.kwargs = task_fields.args, task_fields.kwargs
+            letter.partition_key, letter.retries, letter.replays = task_fields.partition_key, task_fields.retries, task_fields.replays
+        self.publish_dead_letter(letter)
+        # Only once the dead letter is safely stored is the original skipped.
+        self._commit(topic, partition, self._partition_positions(topic, partition).skipped(offset))
+        logger.error("dead-lettered %s[%s]@%s (%s): %s", topic, partition, offset, kind, reason)
+
+    def publish_dead_letter(self, letter: DeadLetter) -> None:
+        if not self.dead_letter_topic:
+            raise RuntimeError("transport option dead_letter_topic is not set: refusing to drop a message")
+        self.produce_durably(self.dead_letter_topic, letter.to_json(), key=letter.record_key, headers={"kind": letter.kind})
+        metrics.DEAD_LETTERED.labels(letter.kind).inc()
+
+    def partition_positions(self) -> dict[tuple[str, int], PartitionPositions]:
+        return dict(self._positions)
+
+    def high_watermark(self, topic: str, partition: int) -> int | None:
+        """End offset of an owned partition, asked from the broker (for the lag metric)."""
+        consumer = self._kafka_consumers.get(topic)
+        if consumer is None:
+            return None
+        try:
+            _, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=2, cached=False)
+        except KafkaException:
+            return None
+        return high
+
+    def _new_queue(self, queue: str, **kwargs: Any) -> None:
+        """Topics are declared by the Ansible role with their partitions and replication; never create them here."""
+
+    def _has_queue(self, queue: str, **kwargs: Any) -> bool:
+        return self.sanitize_queue_name(queue) in self.client.list_topics(timeout=self.wait_time_seconds).topics
+
+    def close(self) -> None:
+        if self in metrics.PARTITIONS.channels:
+            metrics.PARTITIONS.channels.remove(self)
+        if self._producer is not None:
+            self._producer.flush(self.publish_timeout)
+            self._producer = None
+        super().close()
+
+
+class Transport(confluentkafka.Transport):
+    Channel = Channel
+    driver_name = SCHEME
+    # _get already blocks in poll(); the virtual transport's extra sleep after an empty poll only adds latency.
+    polling_interval = 0.01
+
+
+TRANSPORT_ALIASES.setdefault(SCHEME, "celery_kafka.transport:Transport")
