@@ -162,10 +162,22 @@ class Channel(confluentkafka.Channel):
         return config
 
     # --- producing ---------------------------------------------------------------------------------------------
+    @property
+    def metadata_refresh_ms(self) -> int:
+        """How soon a running producer sees partitions added for a new worker (librdkafka's default is 5 minutes)."""
+        return int(self.options.get("metadata_refresh_ms", 30000))
+
     def _get_producer(self, queue: str) -> Producer:
+        # kombu pools producers per broker URL for the whole process, so this one producer lives long: it must
+        # refresh topic metadata often enough to start using a partition added for a new worker node.
         if self._producer is None:
             self._producer = Producer(
-                {**self.common_config, **self.durable_producer_config, **(self.options.get("kafka_producer_config") or {})}
+                {
+                    **self.common_config,
+                    **self.durable_producer_config,
+                    "topic.metadata.refresh.interval.ms": self.metadata_refresh_ms,
+                    **(self.options.get("kafka_producer_config") or {}),
+                }
             )
         return self._producer
 
