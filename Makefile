@@ -82,6 +82,10 @@ molecule: deps ## Every Molecule scenario
 	  echo "=== scenario $$s took $$(( $$(date +%s) - start )) s"; \
 	done
 
+.PHONY: bench
+bench: venv artifacts ## Benchmarks (print figures; not part of make test)
+	python benchmarks/worker_throughput.py --tasks 3000 --workers 3
+
 .PHONY: test
 test: deps lint unit integration molecule ## Everything CI runs
 

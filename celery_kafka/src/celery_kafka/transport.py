@@ -121,6 +121,8 @@ class Channel(confluentkafka.Channel):
         "retries": 2147483647,
         "max.in.flight.requests.per.connection": 5,
         "delivery.timeout.ms": 120000,
+        # Each publish waits for its own acknowledgement, so lingering for a batch only adds latency.
+        "linger.ms": 0,
         # Java-compatible key hashing: the owner of a key can be computed anywhere (partitioning.partition_for_key).
         "partitioner": "murmur2_random",
     }
