@@ -26,6 +26,7 @@ options:
       partitions: {description: Partition count; may only grow., type: int, required: true}
       replication_factor: {description: Replication factor; fixed once created., type: int, required: true}
       config: {description: Per-topic configs such as retention.ms., type: dict, default: {}}
+      hint: {description: Sentence added to a refusal for this topic (what the operator should do instead)., type: str}
   bootstrap_servers:
     description: Comma-separated host:port list of brokers.
     type: str
@@ -131,6 +132,7 @@ def main() -> None:
                     "partitions": {"type": "int", "required": True},
                     "replication_factor": {"type": "int", "required": True},
                     "config": {"type": "dict", "default": {}},
+                    "hint": {"type": "str"},
                 },
             },
             "bootstrap_servers": {"type": "str", "required": True},

@@ -142,7 +142,16 @@ class TopicPlan:
 
 
 def plan_topic(desired: dict, current: TopicState | None) -> TopicPlan:
-    """Compare one declared topic with the cluster and say what to do; raise PlanError for unsafe requests."""
+    """Compare one declared topic with the cluster and say what to do; raise PlanError for unsafe requests
+    (with the topic's own `hint`, if it declares one, appended)."""
+    try:
+        return _plan_topic(desired, current)
+    except PlanError as error:
+        hint = desired.get("hint")
+        raise PlanError(f"{error} {hint}" if hint else str(error)) from None
+
+
+def _plan_topic(desired: dict, current: TopicState | None) -> TopicPlan:
     name = desired["name"]
     partitions = int(desired["partitions"])
     replication = int(desired["replication_factor"])

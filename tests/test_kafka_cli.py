@@ -141,3 +141,9 @@ def test_find_main_class_prefers_the_newest_location(tmp_path):
         jar.writestr("org/apache/kafka/tools/ConfigCommand.class", b"")
     assert find_main_class(str(tmp_path), CONFIG_COMMAND_CANDIDATES) == "org.apache.kafka.tools.ConfigCommand"
     assert find_main_class(str(tmp_path), ("no.such.Class",)) is None
+
+
+def test_plan_refusal_carries_the_topics_hint():
+    desired = {"name": "t", "partitions": 3, "replication_factor": 3, "hint": "Give the partition to a replacement host."}
+    with pytest.raises(PlanError, match=r"lower partitions from 4 to 3\. .* Give the partition to a replacement host\.$"):
+        plan_topic(desired, state(partitions=4))

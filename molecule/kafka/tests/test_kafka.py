@@ -192,6 +192,7 @@ def test_playbook_refuses_fewer_partitions_before_touching_brokers(bootstrap):
     assert run.returncode != 0
     # ansible-core 2.19 prints task errors on stderr.
     assert "refusing to lower partitions from 3 to 2" in run.stdout + run.stderr, run.stdout[-3000:] + run.stderr[-2000:]
+    assert "give its celery_worker_partition to a replacement host" in " ".join((run.stdout + run.stderr).split())
     assert "PLAY [Install and configure Kafka nodes]" not in run.stdout, "the refusal must come before any broker task"
     assert len(admin(bootstrap).list_topics(TASK_TOPIC, timeout=10).topics[TASK_TOPIC].partitions) == 3
 
