@@ -143,6 +143,32 @@ def test_keyed_tasks_run_in_send_order_on_the_partition_owner(hosts, client, run
         assert [row["seq"] for row in sorted(rows, key=lambda row: row["offset"])] == list(range(10)), f"{key} ran out of order"
 
 
+def metric_values(address: str) -> dict[str, float]:
+    body = requests.get(f"http://{address}:9808/metrics", timeout=10).text
+    return {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in body.splitlines() if line and not line.startswith("#")}
+
+
+def test_offset_and_lag_metrics_follow_the_partition(hosts, bootstrap):
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "celery.tasks.workers", "enable.auto.commit": False})
+    try:
+        for name, partition in WORKERS.items():
+            _, end = consumer.get_watermark_offsets(TopicPartition("celery.tasks", partition), timeout=10)
+            labels = f'{{partition="{partition}",topic="celery.tasks"}}'  # prometheus_client prints labels sorted
+            values = wait_until(
+                lambda n=name, lab=labels, e=end: (lambda v: v if v.get(f"celery_kafka_committed_offset{lab}") == e else None)(
+                    metric_values(hosts[n].interface("eth0").addresses[0])
+                ),
+                timeout=60,
+                message=f"{name}'s committed offset metric to reach {end}",
+            )
+            assert values[f"celery_kafka_consumer_lag{labels}"] == 0
+            assert values['celery_kafka_tasks_succeeded_total{task="celery_kafka.demo.record"}'] >= 1
+    finally:
+        consumer.close()
+
+
 def test_poison_message_is_dead_lettered_and_the_worker_stays_up(hosts, bootstrap, run_id):
     from confluent_kafka import Producer
 
