@@ -170,8 +170,8 @@ class Channel(confluentkafka.Channel):
         return int(self.options.get("metadata_refresh_ms", 30000))
 
     def _get_producer(self, queue: str) -> Producer:
-        # kombu pools producers per broker URL for the whole process, so this one producer lives long: it must
-        # refresh topic metadata often enough to start using a partition added for a new worker node.
+        # Celery keeps this channel (and so this producer) in the app's producer pool for the life of the client: it
+        # must refresh topic metadata often enough to start using a partition added for a new worker node.
         if self._producer is None:
             self._producer = Producer(
                 {
