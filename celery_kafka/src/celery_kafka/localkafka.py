@@ -17,8 +17,12 @@ import sys
 import tarfile
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
+from typing import TypeVar
+
+T = TypeVar("T")
 
 from confluent_kafka.admin import AdminClient, NewTopic
 
@@ -189,3 +193,14 @@ class Worker:
 
     def log(self) -> str:
         return self.log_path.read_text() if self.log_path.exists() else ""
+
+
+def wait_until(condition: Callable[[], T], timeout: float = 60, interval: float = 0.5, message: str = "condition") -> T:
+    """Poll `condition` until it returns something truthy, and return that; fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout} s waiting for {message}")

@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import os
 import shutil
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from celery_kafka.localkafka import LocalKafka, Worker
+from celery_kafka.localkafka import LocalKafka, Worker, wait_until  # noqa: F401  (tests import wait_until from here)
 
 REPO = Path(__file__).resolve().parents[3]
 ARCHIVE = Path(os.environ.get("KAFKA_ARCHIVE", REPO / ".cache" / "artifacts" / "kafka_2.13-4.3.1.tgz"))
@@ -63,13 +62,3 @@ def committed_and_end(bootstrap: str, topic: str, partition: int, group: str = "
         return committed.offset, end
     finally:
         consumer.close()
-
-
-def wait_until(condition, timeout: float = 60, interval: float = 0.5, message: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout} s waiting for {message}")

@@ -23,6 +23,7 @@ from confluent_kafka.admin import AdminClient
 from celery_kafka import cli
 from celery_kafka.app import create_app
 from celery_kafka.deadletter import REDELIVERY_LIMIT, TASK_FAILED, UNDECODABLE
+from celery_kafka.localkafka import wait_until
 from celery_kafka.partitioning import partition_for_key
 from celery_kafka.settings import WorkerEnvironment
 from celery_kafka.tasks import send_keyed
@@ -63,16 +64,6 @@ def client(env):
 @pytest.fixture
 def run_id() -> str:
     return uuid.uuid4().hex[:8]
-
-
-def wait_until(condition, timeout: float = 120, interval: float = 1, message: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout} s waiting for {message}")
 
 
 def records(node, run_id: str) -> list[dict]:
@@ -179,6 +170,7 @@ def test_poison_message_is_dead_lettered_and_the_worker_stays_up(hosts, bootstra
     wait_until(
         lambda: any(e.letter.kind == UNDECODABLE and run_id.encode() in (e.letter.raw_value or b"") for e in letters(bootstrap).values()),
         message="the poison message in the dead-letter topic",
+        timeout=120,
     )
     assert hosts["celery1"].service("celery-worker@0").is_running
     assert unit_property(hosts["celery1"], 0, "NRestarts") == restarts
@@ -200,7 +192,9 @@ def test_memory_hog_is_oom_killed_restarted_and_dead_lettered_without_losing_oth
     assert int(unit_property(node, partition, "NRestarts")) == restarts + 3, "systemd restarted the worker after each OOM kill"
     journal = node.run(f"journalctl -u celery-worker@{partition} --no-pager -n 400").stdout
     assert "status=9/KILL" in journal, "the kernel killed the worker (SIGKILL from the OOM killer)"
-    rows = wait_until(lambda: (lambda r: r if len(r) >= 5 else None)(records(node, run_id)), message="the tasks queued behind the hog")
+    rows = wait_until(
+        lambda: (lambda r: r if len(r) >= 5 else None)(records(node, run_id)), message="the tasks queued behind the hog", timeout=120
+    )
     assert [row["seq"] for row in rows] == list(range(5))
     assert node.service(f"celery-worker@{partition}").is_running
 
@@ -211,6 +205,7 @@ def test_dead_letter_after_retries_and_replay_runs_it_again(hosts, env, bootstra
     first = wait_until(
         lambda: next((e for e in letters(bootstrap).values() if e.letter.kind == TASK_FAILED and run_id in e.letter.args), None),
         message="the failing task's dead letter",
+        timeout=120,
     )
     assert first.letter.retries == 2 and first.letter.partition_key == "replay-me" and "Traceback" in first.letter.traceback
     assert first.letter.source.partition == partition_for_key("replay-me", 3) and first.letter.source.offset >= 0
@@ -218,6 +213,7 @@ def test_dead_letter_after_retries_and_replay_runs_it_again(hosts, env, bootstra
     again = wait_until(
         lambda: next((e for e in letters(bootstrap).values() if e.letter.task_id == first.letter.task_id and e.letter.replays == 1), None),
         message="the replayed task failing again",
+        timeout=120,
     )
     owner = next(name for name, partition in WORKERS.items() if partition == partition_for_key("replay-me", 3))
     assert again.letter.worker == owner, "the replay ran on the node owning the key's partition"
@@ -277,5 +273,7 @@ def test_a_fourth_worker_in_the_inventory_gets_partition_3(hosts, bootstrap, cli
     key = key_on(3, partitions=4, prefix="fourth")
     for seq in range(5):
         send_keyed(client, "celery_kafka.demo.record", key, key, seq, run_id)
-    rows = wait_until(lambda: (lambda r: r if len(r) >= 5 else None)(records(hosts["celery4"], run_id)), message="tasks on partition 3")
+    rows = wait_until(
+        lambda: (lambda r: r if len(r) >= 5 else None)(records(hosts["celery4"], run_id)), message="tasks on partition 3", timeout=120
+    )
     assert {row["partition"] for row in rows} == {3} and [row["seq"] for row in rows] == list(range(5))
