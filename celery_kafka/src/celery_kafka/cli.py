@@ -19,6 +19,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 
+from celery import Celery
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from celery_kafka.deadletter import DeadLetter
@@ -84,10 +85,17 @@ class DeadLetterTopic:
             consumer.close()
 
 
-def _app(env: WorkerEnvironment):
+_APPS: dict[tuple[str, str], Celery] = {}
+
+
+def _app(env: WorkerEnvironment) -> Celery:
+    """One Celery app (so one connection and producer) per broker list and topic, however many letters are handled."""
     from celery_kafka.app import create_app
 
-    return create_app(env)
+    key = (env.broker_url, env.dead_letter_topic)
+    if key not in _APPS:
+        _APPS[key] = create_app(env)
+    return _APPS[key]
 
 
 def _resolve(env: WorkerEnvironment, entry: Entry, action: str, note: str = "") -> None:
