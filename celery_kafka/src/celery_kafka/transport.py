@@ -34,7 +34,7 @@ from kombu.utils.json import dumps
 
 from celery_kafka import metrics
 from celery_kafka.deadletter import REDELIVERY_LIMIT, UNDECODABLE, DeadLetter, Source, encode_raw
-from celery_kafka.envelope import PARTITION_KEY_HEADER, UndecodableMessage, decode_envelope, task_message
+from celery_kafka.envelope import PARTITION_KEY_HEADER, TaskMessage, UndecodableMessage, decode_envelope, task_message
 from celery_kafka.offsets import Commit, PartitionPositions
 
 logger = logging.getLogger(__name__)
@@ -305,7 +305,7 @@ class Channel(confluentkafka.Channel):
                 REDELIVERY_LIMIT,
                 f"delivered {attempt - 1} times without an acknowledgement: the worker died running it "
                 f"(killed by its memory limit, or crashed); limit is {self.max_deliveries}",
-                task_fields=task,
+                task=task,
             )
             raise Empty()
 
@@ -342,7 +342,7 @@ class Channel(confluentkafka.Channel):
             self._partition_positions(delivery.topic, delivery.partition).rewound(delivery.offset)
             self._get_consumer(delivery.topic).seek(TopicPartition(delivery.topic, delivery.partition, delivery.offset))
 
-    def _dead_letter(self, record: Message, kind: str, reason: str, task_fields: Any = None) -> None:
+    def _dead_letter(self, record: Message, kind: str, reason: str, task: TaskMessage | None = None) -> None:
         topic, partition, offset = record.topic(), record.partition(), record.offset()
         key = record.key()
         letter = DeadLetter(
@@ -357,11 +357,20 @@ class Channel(confluentkafka.Channel):
                 headers=record_headers(record),
             ),
             raw_value_b64=encode_raw(record.value()),
+            **(
+                {}
+                if task is None
+                else {
+                    "task_id": task.task_id,
+                    "task_name": task.task_name,
+                    "args": task.args,
+                    "kwargs": task.kwargs,
+                    "partition_key": task.partition_key,
+                    "retries": task.retries,
+                    "replays": task.replays,
+                }
+            ),
         )
-        if task_fields is not None:
-            letter.task_id, letter.task_name = task_fields.task_id, task_fields.task_name
-            letter.args, letter.kwargs = task_fields.args, task_fields.kwargs
-            letter.partition_key, letter.retries, letter.replays = task_fields.partition_key, task_fields.retries, task_fields.replays
         self.publish_dead_letter(letter)
         # Only once the dead letter is safely stored is the original skipped.
         self._commit(topic, partition, self._partition_positions(topic, partition).skipped(offset))
