@@ -129,3 +129,15 @@ def test_settings_fit_kafka():
 def test_transport_helpers():
     assert bootstrap_servers([("k1", 9092), ("k2", None), ("k1", 9092)]) == "k1:9092,k2:9092"
     assert (parse_attempt("attempt=3"), parse_attempt(None), parse_attempt("attempt=x"), parse_attempt("other")) == (3, 0, 0, 0)
+
+
+def test_lag_counts_from_commit_or_from_log_start() -> None:
+    from celery_kafka.lag_exporter import PartitionOffsets, group_lags
+
+    offsets = {
+        ("tasks", 0): PartitionOffsets("tasks", 0, earliest=0, latest=1100),
+        ("tasks", 1): PartitionOffsets("tasks", 1, earliest=40, latest=50),
+        ("other", 0): PartitionOffsets("other", 0, earliest=0, latest=9),
+    }
+    lags = group_lags(offsets, {"workers": {("tasks", 0): 100}})
+    assert [(lag.topic, lag.partition, lag.lag) for lag in lags] == [("tasks", 0, 1000), ("tasks", 1, 10)]
