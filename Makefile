@@ -15,7 +15,7 @@ export ANSIBLE_FORCE_COLOR := 0
 
 KAFKA_VERSION        ?= 4.3.1
 JMX_EXPORTER_VERSION ?= 1.0.1
-SCENARIOS            ?= kafka kafka_dedicated celery
+SCENARIOS            ?= kafka kafka_dedicated celery monitoring
 
 .PHONY: help
 help: ## List targets
@@ -40,9 +40,10 @@ image: docker ## Debian 12 systemd base image (debootstrap + import, cached)
 	$(REPO)/scripts/build-base-image.sh
 
 .PHONY: artifacts
-artifacts: ## Kafka archive assembled from Maven Central, JMX exporter agent (cached)
+artifacts: ## Kafka archive assembled from Maven Central, JMX exporter agent, promtool and amtool (cached)
 	$(REPO)/scripts/build-kafka-archive.sh $(KAFKA_VERSION)
 	$(REPO)/scripts/fetch-jmx-exporter.sh $(JMX_EXPORTER_VERSION)
+	$(REPO)/scripts/fetch-promtool.sh
 
 # Wheels of the worker package and all its dependencies, for nodes without a package index. SOURCE_DATE_EPOCH makes
 # the package wheel byte-identical across rebuilds, so re-running the playbook copies nothing new.
@@ -66,7 +67,7 @@ lint: venv ## yamllint, ansible-lint (production profile), ruff
 	ruff format --check .
 
 .PHONY: unit
-unit: venv ## Unit tests (custom modules, preflight against bad inventories, the Celery package)
+unit: venv artifacts ## Unit tests (custom modules, preflight, alert rules and dashboards with promtool, the Celery package)
 	pytest -q tests
 	cd celery_kafka && pytest -q -p no:cacheprovider -m "not integration" tests
 
