@@ -1,0 +1,104 @@
+"""The monitoring preflight refuses missing secrets and bad sources before anything changes.
+
+Each case runs playbooks/monitoring.yml with only its preflight play (`--tags monitoring_preflight`) against a
+throwaway inventory (local connection, never contacted), and checks the exit code, the message and that no install
+play started.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+GOOD = {"alertmanager_pagerduty_routing_key": "0123456789abcdef0123456789abcdef", "grafana_admin_password": "a-real-password"}
+
+
+def run_preflight(tmp_path: Path, variables: dict, drop: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
+    wheels = tmp_path / "wheels"
+    wheels.mkdir(exist_ok=True)
+    settings = {**GOOD, **variables}
+    for name in drop:
+        settings.pop(name)
+    inventory = tmp_path / "hosts.yml"
+    inventory.write_text(
+        yaml.safe_dump(
+            {
+                "all": {
+                    "vars": {
+                        "ansible_connection": "local",
+                        "ansible_python_interpreter": sys.executable,
+                        "kafka_lag_exporter_wheels_dir": str(wheels),
+                    },
+                    "children": {
+                        "kafka": {"hosts": {"k1": {}}},
+                        "monitoring": {"hosts": {"m1": {}}, "vars": settings},
+                    },
+                }
+            }
+        )
+    )
+    env = {**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1"}
+    command = [str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(inventory), str(REPO / "playbooks" / "monitoring.yml")]
+    return subprocess.run(
+        [*command, "--tags", "monitoring_preflight", "-e", json.dumps({})],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+def assert_refused(result: subprocess.CompletedProcess, message: str) -> None:
+    output = " ".join((result.stdout + result.stderr).split())
+    assert result.returncode != 0, output[-3000:]
+    assert message in output, output[-3000:]
+    assert "PLAY [Install the monitoring node]" not in result.stdout
+    assert "PLAY [Run the node exporter on every host]" not in result.stdout
+
+
+def test_good_monitoring_inventory_passes(tmp_path):
+    result = run_preflight(tmp_path, {})
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+
+
+def test_missing_pagerduty_routing_key_is_refused(tmp_path):
+    assert_refused(run_preflight(tmp_path, {}, drop=("alertmanager_pagerduty_routing_key",)), "alertmanager_pagerduty_routing_key is missing or empty on m1")
+
+
+def test_empty_pagerduty_routing_key_is_refused(tmp_path):
+    assert_refused(run_preflight(tmp_path, {"alertmanager_pagerduty_routing_key": " "}), "alertmanager_pagerduty_routing_key is missing or empty on m1")
+
+
+def test_missing_grafana_password_is_refused(tmp_path):
+    assert_refused(run_preflight(tmp_path, {}, drop=("grafana_admin_password",)), "grafana_admin_password is missing, empty or Grafana's default")
+
+
+def test_default_or_empty_grafana_password_is_refused(tmp_path):
+    for password in ("admin", ""):
+        assert_refused(run_preflight(tmp_path, {"grafana_admin_password": password}), "grafana_admin_password is missing, empty or Grafana's default")
+
+
+def test_prometheus_archive_without_checksum_is_refused(tmp_path):
+    result = run_preflight(tmp_path, {"prometheus_install_method": "archive"})
+    assert_refused(result, "prometheus_install_method=archive needs either prometheus_archive_source=url with prometheus_archive_sha256")
+
+
+def test_duplicate_scrape_job_is_refused(tmp_path):
+    scrape = [{"job": "kafka", "groups": ["kafka"], "port": 7071}, {"job": "kafka", "groups": ["kafka"], "port": 9100}]
+    assert_refused(run_preflight(tmp_path, {"prometheus_scrape_groups": scrape}), "Scrape job names must be unique")
+
+
+def test_secrets_never_reach_the_output(tmp_path):
+    for variables in ({}, {"grafana_admin_password": "admin"}):
+        result = run_preflight(tmp_path, variables)
+        output = result.stdout + result.stderr
+        assert GOOD["alertmanager_pagerduty_routing_key"] not in output
+        assert GOOD["grafana_admin_password"] not in output
