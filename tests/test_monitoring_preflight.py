@@ -16,6 +16,8 @@ from pathlib import Path
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
+NO_ROUTING_KEY = "alertmanager_pagerduty_routing_key is missing or empty on m1"
+BAD_GRAFANA_PASSWORD = "grafana_admin_password is missing, empty or Grafana's default"
 GOOD = {"alertmanager_pagerduty_routing_key": "0123456789abcdef0123456789abcdef", "grafana_admin_password": "a-real-password"}
 
 
@@ -70,20 +72,20 @@ def test_good_monitoring_inventory_passes(tmp_path):
 
 
 def test_missing_pagerduty_routing_key_is_refused(tmp_path):
-    assert_refused(run_preflight(tmp_path, {}, drop=("alertmanager_pagerduty_routing_key",)), "alertmanager_pagerduty_routing_key is missing or empty on m1")
+    assert_refused(run_preflight(tmp_path, {}, drop=("alertmanager_pagerduty_routing_key",)), NO_ROUTING_KEY)
 
 
 def test_empty_pagerduty_routing_key_is_refused(tmp_path):
-    assert_refused(run_preflight(tmp_path, {"alertmanager_pagerduty_routing_key": " "}), "alertmanager_pagerduty_routing_key is missing or empty on m1")
+    assert_refused(run_preflight(tmp_path, {"alertmanager_pagerduty_routing_key": " "}), NO_ROUTING_KEY)
 
 
 def test_missing_grafana_password_is_refused(tmp_path):
-    assert_refused(run_preflight(tmp_path, {}, drop=("grafana_admin_password",)), "grafana_admin_password is missing, empty or Grafana's default")
+    assert_refused(run_preflight(tmp_path, {}, drop=("grafana_admin_password",)), BAD_GRAFANA_PASSWORD)
 
 
 def test_default_or_empty_grafana_password_is_refused(tmp_path):
     for password in ("admin", ""):
-        assert_refused(run_preflight(tmp_path, {"grafana_admin_password": password}), "grafana_admin_password is missing, empty or Grafana's default")
+        assert_refused(run_preflight(tmp_path, {"grafana_admin_password": password}), BAD_GRAFANA_PASSWORD)
 
 
 def test_prometheus_archive_without_checksum_is_refused(tmp_path):
@@ -102,3 +104,23 @@ def test_secrets_never_reach_the_output(tmp_path):
         output = result.stdout + result.stderr
         assert GOOD["alertmanager_pagerduty_routing_key"] not in output
         assert GOOD["grafana_admin_password"] not in output
+
+
+def run_example_inventory(extra: dict) -> subprocess.CompletedProcess:
+    env = {**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1"}
+    command = [str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(REPO / "inventories" / "example")]
+    command += [str(REPO / "playbooks" / "monitoring.yml"), "--tags", "monitoring_preflight"]
+    local = {"ansible_connection": "local", "ansible_python_interpreter": sys.executable}
+    return subprocess.run(
+        [*command, "-e", json.dumps({**local, **extra})], cwd=REPO, env=env, capture_output=True, text=True, timeout=300, check=False
+    )
+
+
+def test_example_inventory_without_its_vault_is_refused():
+    assert_refused(run_example_inventory({}), "alertmanager_pagerduty_routing_key is missing or empty on monitoring-1.example.internal")
+
+
+def test_example_inventory_passes_with_its_vault(tmp_path):
+    secrets = {"vault_alertmanager_pagerduty_routing_key": "k" * 32, "vault_grafana_admin_password": "a-real-password"}
+    result = run_example_inventory({**secrets, "kafka_lag_exporter_wheels_dir": str(tmp_path)})
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
