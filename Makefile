@@ -89,7 +89,7 @@ bench: venv artifacts ## Benchmarks (print figures; not part of make test)
 
 # The demo's containers are named demo-<host> (so they never clash with Molecule's) and answer to <host> on their
 # network; ansible_host follows the prefix. The local inventory's secrets are vaulted with a committed demo password.
-DEMO_ANSIBLE = ANSIBLE_VAULT_PASSWORD_FILE=$(REPO)/inventories/local/vault-password \
+DEMO_ANSIBLE = ANSIBLE_VAULT_PASSWORD_FILE=$(REPO)/inventories/local-vault-password \
 	ansible-playbook -i $(REPO)/inventories/local -e '{"ansible_host": "demo-{{ inventory_hostname }}"}'
 
 .PHONY: demo

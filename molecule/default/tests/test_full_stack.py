@@ -89,7 +89,7 @@ def run_site(*args: str) -> subprocess.CompletedProcess:
         "ANSIBLE_ROLES_PATH": str(REPO / "roles"),
         "ANSIBLE_LIBRARY": str(REPO / "library"),
         "ANSIBLE_MODULE_UTILS": str(REPO / "module_utils"),
-        "ANSIBLE_VAULT_PASSWORD_FILE": str(REPO / "inventories" / "local" / "vault-password"),
+        "ANSIBLE_VAULT_PASSWORD_FILE": str(REPO / "inventories" / "local-vault-password"),
         "ANSIBLE_NOCOLOR": "1",
     }
     inventory = str(Path(os.environ["MOLECULE_INVENTORY_FILE"]).parent)
