@@ -27,7 +27,9 @@ RESULTS = "/var/lib/celery-worker/results.jsonl"
 
 
 def inventory(path: Path) -> dict:
-    listing = subprocess.run(["ansible-inventory", "-i", str(path), "--list"], check=True, capture_output=True, text=True)
+    listing = subprocess.run(
+        [str(Path(sys.executable).parent / "ansible-inventory"), "-i", str(path), "--list"], check=True, capture_output=True, text=True
+    )
     return json.loads(listing.stdout)
 
 
@@ -42,11 +44,11 @@ def worker_rows(container: str, run_id: str) -> list[dict]:
     return [row for row in rows if row.get("run_id") == run_id]
 
 
-def prometheus_value(expr: str) -> str:
+def prometheus_count(expr: str) -> float:
     url = "http://127.0.0.1:9090/api/v1/query?" + urllib.parse.urlencode({"query": expr})
     with urllib.request.urlopen(url, timeout=10) as response:
         result = json.load(response)["data"]["result"]
-    return result[0]["value"][1] if result else "no data yet"
+    return float(result[0]["value"][1]) if result else 0.0
 
 
 def main() -> int:
@@ -64,6 +66,8 @@ def main() -> int:
 
     app = create_app(WorkerEnvironment(brokers=[f"{container_address(args.prefix + name)}:9092" for name in brokers]))
     run_id = uuid.uuid4().hex[:8]
+    expr = f'sum(celery_kafka_tasks_succeeded_total{{instance="{owner}",task="celery_kafka.demo.record"}})'
+    counted_before = prometheus_count(expr)
     started = time.monotonic()
     send_keyed(app, "celery_kafka.demo.record", args.key, args.key, 1, run_id)
     print(f"sent celery_kafka.demo.record with key {args.key!r}: partition {partitions[owner]}, owned by {owner}")
@@ -72,9 +76,11 @@ def main() -> int:
         rows = worker_rows(args.prefix + owner, run_id)
         if rows:
             print(f"ran on {owner} after {time.monotonic() - started:.2f} s: {json.dumps(rows[0], sort_keys=True)}")
-            time.sleep(6)  # one scrape interval of the demo's Prometheus is 15 s at most; the counter exists already
-            succeeded = prometheus_value(f'sum(celery_kafka_tasks_succeeded_total{{instance="{owner}"}})')
-            print(f"Prometheus: tasks succeeded on {owner}: {succeeded}")
+            # Prometheus scrapes every 15 s: wait for the scrape that counts this task.
+            deadline = time.monotonic() + 45
+            while prometheus_count(expr) <= counted_before and time.monotonic() < deadline:
+                time.sleep(1)
+            print(f"Prometheus: celery_kafka.demo.record tasks succeeded on {owner}: {prometheus_count(expr):.0f}")
             return 0
         time.sleep(0.5)
     print(f"error: the task did not show up in {RESULTS} on {owner} within 60 s", file=sys.stderr)
