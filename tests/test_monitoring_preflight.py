@@ -8,12 +8,13 @@ play started.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import yaml
+from ansible_run import assert_refused as shared_assert_refused
+from ansible_run import run_playbook
 
 REPO = Path(__file__).resolve().parents[1]
 NO_ROUTING_KEY = "alertmanager_pagerduty_routing_key is missing or empty on m1"
@@ -45,25 +46,11 @@ def run_preflight(tmp_path: Path, variables: dict, drop: tuple[str, ...] = ()) -
             }
         )
     )
-    env = {**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1"}
-    command = [str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(inventory), str(REPO / "playbooks" / "monitoring.yml")]
-    return subprocess.run(
-        [*command, "--tags", "monitoring_preflight", "-e", json.dumps({})],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    return run_playbook("playbooks/monitoring.yml", inventory, "--tags", "monitoring_preflight")
 
 
 def assert_refused(result: subprocess.CompletedProcess, message: str) -> None:
-    output = " ".join((result.stdout + result.stderr).split())
-    assert result.returncode != 0, output[-3000:]
-    assert message in output, output[-3000:]
-    assert "PLAY [Install the monitoring node]" not in result.stdout
-    assert "PLAY [Run the node exporter on every host]" not in result.stdout
+    shared_assert_refused(result, message, never_started=("Install the monitoring node", "Run the node exporter on every host"))
 
 
 def test_good_monitoring_inventory_passes(tmp_path):
@@ -107,12 +94,9 @@ def test_secrets_never_reach_the_output(tmp_path):
 
 
 def run_example_inventory(extra: dict) -> subprocess.CompletedProcess:
-    env = {**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1"}
-    command = [str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(REPO / "inventories" / "example")]
-    command += [str(REPO / "playbooks" / "monitoring.yml"), "--tags", "monitoring_preflight"]
     local = {"ansible_connection": "local", "ansible_python_interpreter": sys.executable}
-    return subprocess.run(
-        [*command, "-e", json.dumps({**local, **extra})], cwd=REPO, env=env, capture_output=True, text=True, timeout=300, check=False
+    return run_playbook(
+        "playbooks/monitoring.yml", REPO / "inventories" / "example", "--tags", "monitoring_preflight", "-e", json.dumps({**local, **extra})
     )
 
 

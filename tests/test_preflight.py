@@ -7,13 +7,14 @@ checks the exit code, the message, and that no later play started. A good invent
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import yaml
+from ansible_run import assert_refused as shared_assert_refused
+from ansible_run import run_playbook
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -49,18 +50,11 @@ def write_inventory(
 
 
 def run_preflight(inventory: Path, extra: dict | None = None) -> subprocess.CompletedProcess:
-    env = {**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1"}
-    command = [str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(inventory), str(REPO / "playbooks" / "kafka.yml")]
-    command += ["--tags", "kafka_preflight", "-e", json.dumps(extra or {})]
-    return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300, check=False)
+    return run_playbook("playbooks/kafka.yml", inventory, "--tags", "kafka_preflight", "-e", json.dumps(extra or {}))
 
 
 def assert_refused(result: subprocess.CompletedProcess, message: str) -> None:
-    output = " ".join((result.stdout + result.stderr).split())
-    assert result.returncode != 0, output[-3000:]
-    assert message in output, output[-3000:]
-    assert "PLAY [Install and configure Kafka nodes]" not in result.stdout
-    assert "PLAY [Install and run the worker nodes]" not in result.stdout
+    shared_assert_refused(result, message, never_started=("Install and configure Kafka nodes", "Install and run the worker nodes"))
 
 
 THREE = {"kafka1": 1, "kafka2": 2, "kafka3": 3}
@@ -175,11 +169,7 @@ def run_worker_preflight(tmp_path: Path, workers: dict[str, int | None], wheels:
             }
         )
     )
-    env = {**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1"}
-    command = [str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(inventory), str(REPO / "playbooks" / "celery.yml")]
-    return subprocess.run(
-        [*command, "--tags", "celery_preflight"], cwd=REPO, env=env, capture_output=True, text=True, timeout=300, check=False
-    )
+    return run_playbook("playbooks/celery.yml", inventory, "--tags", "celery_preflight")
 
 
 def test_workers_with_explicit_or_derived_partitions_pass(tmp_path):

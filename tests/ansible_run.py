@@ -1,0 +1,26 @@
+"""Run the project's playbooks the way the preflight and tag tests need: real ansible-playbook, repo config, no colour."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_playbook(playbook: str, inventory: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """ansible-playbook <REPO/playbook> -i <inventory> <args>, never raising on a failed run."""
+    environment = {**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1", **(env or {})}
+    command = [str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(inventory), str(REPO / playbook), *args]
+    return subprocess.run(command, cwd=REPO, env=environment, capture_output=True, text=True, timeout=300, check=False)
+
+
+def assert_refused(result: subprocess.CompletedProcess, message: str, never_started: tuple[str, ...]) -> None:
+    """The run failed with `message`, and none of the plays that change hosts began."""
+    output = " ".join((result.stdout + result.stderr).split())
+    assert result.returncode != 0, output[-3000:]
+    assert message in output, output[-3000:]
+    for play in never_started:
+        assert f"PLAY [{play}]" not in result.stdout
