@@ -6,25 +6,19 @@ Molecule scenario runs the monitoring and celery tags for real on a converged st
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from ansible_run import run_playbook
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def roles_listed(tag: str) -> set[str]:
-    env = {
-        **os.environ,
-        "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
-        "ANSIBLE_VAULT_PASSWORD_FILE": str(REPO / "inventories" / "local-vault-password"),
-    }
-    command = [str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(REPO / "inventories" / "local"), str(REPO / "site.yml")]
-    listing = subprocess.run([*command, "--tags", tag, "--list-tasks"], env=env, cwd=REPO, capture_output=True, text=True, check=True)
+    vault = {"ANSIBLE_VAULT_PASSWORD_FILE": str(REPO / "inventories" / "local-vault-password")}
+    listing = run_playbook("site.yml", REPO / "inventories" / "local", "--tags", tag, "--list-tasks", env=vault)
+    assert listing.returncode == 0, listing.stderr
     tasks = re.findall(r"^\s+(\w+) : (.+?)\tTAGS", listing.stdout, flags=re.MULTILINE)
     return {role for role, name in tasks if not name.startswith("Validating arguments against arg spec")}
 
