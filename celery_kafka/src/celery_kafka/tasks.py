@@ -10,7 +10,9 @@ from celery.result import AsyncResult
 
 from celery_kafka.deadletter import TASK_FAILED, DeadLetter, Source, encode_raw
 from celery_kafka.envelope import PARTITION_KEY_HEADER, REPLAY_COUNT_HEADER
-from celery_kafka.transport import current_delivery
+from celery_kafka.transport import current_delivery, deferred_acks
+
+__all__ = ["DeadLetteringTask", "deferred_acks", "send_keyed"]
 
 
 class DeadLetteringTask(Task):
@@ -49,6 +51,7 @@ class DeadLetteringTask(Task):
 
 def send_keyed(app: Celery, task_name: str, key: str, *args: Any, **kwargs: Any) -> AsyncResult:
     """Send task `task_name` so that every task with the same `key` goes to the same partition, hence the same
-    worker node, in the order sent. Returns once the brokers acknowledged the message (acks=all). Clients need
-    only the task's name, not its code."""
+    worker node, in the order sent. Returns once the brokers acknowledged the message (acks=all); inside a
+    ``with deferred_acks(app):`` block it returns at once and the block's exit waits for every acknowledgement
+    (raising DeliveryFailed for any that failed). Clients need only the task's name, not its code."""
     return app.send_task(task_name, args=args, kwargs=kwargs, headers={PARTITION_KEY_HEADER: key})

@@ -6,7 +6,9 @@ What it changes, and why:
   first host;
 * one producer with ``acks=all``, idempotence and retries; a task's partition key (header ``partition_key``) is the
   record key and Kafka's murmur2 partitioner maps it, so the same key always lands on the same partition;
-  ``_put`` returns only once the brokers acknowledged the record;
+  ``_put`` returns only once the brokers acknowledged the record, unless the caller opened a
+  ``deferred_acks()`` block: then records are batched (own producer, ``linger.ms`` > 0) and the block's exit waits
+  for every acknowledgement and raises DeliveryFailed naming each record that was not acknowledged;
 * a worker started with transport option ``partition`` consumes exactly that partition by ``assign()`` (no group
   rebalancing: no other worker can take it over) and resumes from the offset committed for it;
 * an ack commits exactly ``offset + 1`` of the acked message (never "whatever was consumed"), and never past a
@@ -22,9 +24,12 @@ What it changes, and why:
 from __future__ import annotations
 
 import logging
+import threading
 import time
 import uuid
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from queue import Empty
 from typing import Any, ClassVar
 
@@ -45,7 +50,94 @@ ATTEMPT_PREFIX = "attempt="
 
 
 class DeliveryFailed(KafkaException):
-    """The brokers did not acknowledge a record in time (or refused it)."""
+    """The brokers did not acknowledge a record in time (or refused it). ``failures``: (what, why) of each record."""
+
+    def __init__(self, error: KafkaError, failures: list[tuple[str, str]] | None = None) -> None:
+        super().__init__(error)
+        self.failures = failures or []
+
+
+@dataclass
+class _Outcome:
+    label: str
+    done: bool = False
+    error: KafkaError | None = None
+
+
+@dataclass
+class DeferredAcks:
+    """Records produced in one ``deferred_acks()`` block (one thread) and their delivery reports.
+
+    Delivery callbacks run in whichever thread polls the producer (possibly another thread that shares it), hence
+    the lock."""
+
+    timeout: float | None = None
+    outcomes: list[_Outcome] = field(default_factory=list)
+    producers: dict[int, Producer] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def track(self, producer: Producer, label: str) -> Callable[[KafkaError | None, Message], None]:
+        outcome = _Outcome(label)
+        with self.lock:
+            self.outcomes.append(outcome)
+            self.producers[id(producer)] = producer
+
+        def on_delivery(error: KafkaError | None, message: Message) -> None:
+            with self.lock:
+                outcome.error, outcome.done = error, True
+
+        return on_delivery
+
+    def wait(self, timeout: float) -> int:
+        """Wait for every delivery report; raise DeliveryFailed naming the records not acknowledged. Returns how
+        many records were acknowledged."""
+        deadline = time.monotonic() + timeout
+        for producer in list(self.producers.values()):
+            producer.flush(max(0.0, deadline - time.monotonic()))
+        with self.lock:
+            failures = [
+                (o.label, str(o.error) if o.error is not None else f"no acknowledgement within {timeout} s")
+                for o in self.outcomes
+                if o.error is not None or not o.done
+            ]
+            total = len(self.outcomes)
+        if failures:
+            shown = "; ".join(f"{label}: {why}" for label, why in failures[:10])
+            more = f" (and {len(failures) - 10} more)" if len(failures) > 10 else ""
+            raise DeliveryFailed(
+                KafkaError(KafkaError._MSG_TIMED_OUT, f"{len(failures)} of {total} records not acknowledged: {shown}{more}"),
+                failures,
+            )
+        return total
+
+
+_DEFERRED = threading.local()
+
+
+def current_deferred() -> DeferredAcks | None:
+    return getattr(_DEFERRED, "batch", None)
+
+
+@contextmanager
+def deferred_acks(app: Any = None, timeout: float | None = None) -> Iterator[DeferredAcks]:
+    """Opt-in: within the block, ``apply_async``/``send_keyed`` of this thread return as soon as the record is
+    queued in the producer; leaving the block waits for every acknowledgement (acks=all) and raises DeliveryFailed
+    naming each record that was refused or not acknowledged within ``timeout`` seconds (default: the transport's
+    ``publish_timeout_seconds``). Nothing is acknowledged before the block exits. Blocks do not nest.
+
+    ``app`` is the Celery app (its transport options give the default timeout)."""
+    if current_deferred() is not None:
+        raise RuntimeError("deferred_acks() blocks do not nest")
+    if timeout is None:
+        options = app.conf.broker_transport_options if app is not None else {}
+        timeout = float((options or {}).get("publish_timeout_seconds", 30))
+    batch = DeferredAcks(timeout=timeout)
+    _DEFERRED.batch = batch
+    try:
+        yield batch
+    finally:
+        _DEFERRED.batch = None
+        batch.wait(timeout)
 
 
 @dataclass
@@ -126,9 +218,12 @@ class Channel(confluentkafka.Channel):
         # Java-compatible key hashing: the owner of a key can be computed anywhere (partitioning.partition_for_key).
         "partitioner": "murmur2_random",
     }
+    # In a deferred_acks() block nobody waits for a single record: let librdkafka collect a batch per partition.
+    deferred_producer_config: ClassVar[dict[str, Any]] = {"linger.ms": 5}
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._producer: Producer | None = None
+        self._deferred_producer: Producer | None = None
         self._attempts: dict[tuple[str, int, int], int] = {}
         self._positions: dict[tuple[str, int], PartitionPositions] = {}
         super().__init__(*args, **kwargs)
@@ -169,19 +264,53 @@ class Channel(confluentkafka.Channel):
         """How soon a running producer sees partitions added for a new worker (librdkafka's default is 5 minutes)."""
         return int(self.options.get("metadata_refresh_ms", 30000))
 
-    def _get_producer(self, queue: str) -> Producer:
+    def _producer_config(self) -> dict[str, Any]:
         # Celery keeps this channel (and so this producer) in the app's producer pool for the life of the client: it
         # must refresh topic metadata often enough to start using a partition added for a new worker node.
+        return {
+            **self.common_config,
+            **self.durable_producer_config,
+            "topic.metadata.refresh.interval.ms": self.metadata_refresh_ms,
+            **(self.options.get("kafka_producer_config") or {}),
+        }
+
+    def _get_producer(self, queue: str) -> Producer:
         if self._producer is None:
-            self._producer = Producer(
+            self._producer = Producer(self._producer_config())
+        return self._producer
+
+    def _get_deferred_producer(self) -> Producer:
+        """A second producer for deferred_acks() blocks: same durability, but it lingers to batch. Records of one
+        thread never wait in both: a synchronous publish is acknowledged before it returns, a block's records
+        before the block exits, so a key's order is kept."""
+        if self._deferred_producer is None:
+            self._deferred_producer = Producer(
                 {
-                    **self.common_config,
-                    **self.durable_producer_config,
-                    "topic.metadata.refresh.interval.ms": self.metadata_refresh_ms,
-                    **(self.options.get("kafka_producer_config") or {}),
+                    **self._producer_config(),
+                    **self.deferred_producer_config,
+                    **(self.options.get("kafka_deferred_producer_config") or {}),
                 }
             )
-        return self._producer
+        return self._deferred_producer
+
+    def produce_deferred(
+        self, batch: DeferredAcks, topic: str, value: bytes, key: bytes | None, headers: dict[str, str] | None, label: str
+    ) -> None:
+        """Queue one record in the batching producer; its delivery report goes to `batch` (checked on block exit)."""
+        producer = self._get_deferred_producer()
+        on_delivery = batch.track(producer, label)
+        deadline = time.monotonic() + self.publish_timeout
+        while True:
+            try:
+                producer.produce(topic, value=value, key=key, headers=list((headers or {}).items()), on_delivery=on_delivery)
+                break
+            except BufferError:
+                # librdkafka's local queue is full: serve delivery reports until there is room again.
+                if time.monotonic() > deadline:
+                    on_delivery(KafkaError(KafkaError._QUEUE_FULL, "producer queue full"), None)  # type: ignore[arg-type]
+                    raise DeliveryFailed(KafkaError(KafkaError._QUEUE_FULL, f"{label}: producer queue full")) from None
+                producer.poll(0.05)
+        producer.poll(0)
 
     def produce_durably(self, topic: str, value: bytes, key: bytes | None = None, headers: dict[str, str] | None = None) -> Message:
         """Produce one record and wait until the brokers acknowledged it (acks=all); raise DeliveryFailed if not."""
@@ -205,8 +334,15 @@ class Channel(confluentkafka.Channel):
 
     def _put(self, queue: str, message: dict[str, Any], **kwargs: Any) -> None:
         topic = self.sanitize_queue_name(queue)
-        key = (message.get("headers") or {}).get(PARTITION_KEY_HEADER)
-        self.produce_durably(topic, dumps(message).encode(), key=None if key is None else str(key).encode())
+        headers = message.get("headers") or {}
+        key = headers.get(PARTITION_KEY_HEADER)
+        value, record_key = dumps(message).encode(), None if key is None else str(key).encode()
+        batch = current_deferred()
+        if batch is None:
+            self.produce_durably(topic, value, key=record_key)
+        else:
+            label = f"task {headers.get('task', '?')}[{headers.get('id', '?')}] to {topic}"
+            self.produce_deferred(batch, topic, value, record_key, None, label)
 
     # --- consuming ---------------------------------------------------------------------------------------------
     def _get_consumer(self, queue: str) -> Consumer:
@@ -405,9 +541,10 @@ class Channel(confluentkafka.Channel):
     def close(self) -> None:
         if self in metrics.PARTITIONS.channels:
             metrics.PARTITIONS.channels.remove(self)
-        if self._producer is not None:
-            self._producer.flush(self.publish_timeout)
-            self._producer = None
+        for producer in (self._producer, self._deferred_producer):
+            if producer is not None:
+                producer.flush(self.publish_timeout)
+        self._producer = self._deferred_producer = None
         super().close()
 
 
