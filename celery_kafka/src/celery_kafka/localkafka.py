@@ -1,8 +1,9 @@
-"""A throwaway single-node Kafka on 127.0.0.1 and local worker processes, for integration tests and benchmarks.
+"""A throwaway Kafka on 127.0.0.1 and local worker processes, for integration tests and benchmarks.
 
-The broker runs from a Kafka release archive (the one `make artifacts` assembles is what the Ansible role installs),
-as one KRaft node on free loopback ports. Workers are real `celery worker` processes bound to one partition each,
-started exactly as the systemd unit starts them.
+The brokers run from a Kafka release archive (the one `make artifacts` assembles is what the Ansible role installs),
+as one or more combined (broker+controller) KRaft nodes on free loopback ports; with 3 or more nodes, topics get
+replication factor 3 and min.insync.replicas 2, as the Ansible kafka_topics role declares them. Workers are real
+`celery worker` processes bound to one partition each, started exactly as the systemd unit starts them.
 """
 
 from __future__ import annotations
@@ -44,14 +45,57 @@ def wait_for_port(port: int, timeout: float = 60) -> None:
 
 
 class LocalKafka:
-    """Context manager: a single KRaft node with the task and dead-letter topics created."""
+    """Context manager: `nodes` KRaft nodes (broker and controller each) with the task and dead-letter topics, and
+    any `extra_topics` ({name: partitions}), created."""
 
-    def __init__(self, archive: Path, task_partitions: int = 3, workdir: Path | None = None) -> None:
+    def __init__(
+        self,
+        archive: Path,
+        task_partitions: int = 3,
+        workdir: Path | None = None,
+        nodes: int = 1,
+        extra_topics: dict[str, int] | None = None,
+    ) -> None:
         self.archive = archive
         self.task_partitions = task_partitions
         self.workdir = workdir or Path(tempfile.mkdtemp(prefix="localkafka-"))
-        self.process: subprocess.Popen | None = None
+        self.nodes = nodes
+        self.extra_topics = extra_topics or {}
+        self.processes: list[subprocess.Popen] = []
+        self._logs: list = []
         self.bootstrap = ""
+
+    @property
+    def process(self) -> subprocess.Popen | None:
+        """The first node's process (the only one of a single-node cluster)."""
+        return self.processes[0] if self.processes else None
+
+    @property
+    def replication(self) -> int:
+        return min(3, self.nodes)
+
+    def _properties(self, node: int, client_port: int, controller_ports: list[int]) -> str:
+        voters = ",".join(f"{n + 1}@127.0.0.1:{port}" for n, port in enumerate(controller_ports))
+        replication = self.replication
+        return "\n".join(
+            [
+                "process.roles=broker,controller",
+                f"node.id={node + 1}",
+                f"controller.quorum.voters={voters}",
+                f"listeners=PLAINTEXT://127.0.0.1:{client_port},CONTROLLER://127.0.0.1:{controller_ports[node]}",
+                f"advertised.listeners=PLAINTEXT://127.0.0.1:{client_port}",
+                "controller.listener.names=CONTROLLER",
+                "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+                f"log.dirs={self.workdir / f'data-{node + 1}'}",
+                f"offsets.topic.replication.factor={replication}",
+                f"transaction.state.log.replication.factor={replication}",
+                f"transaction.state.log.min.isr={min(2, replication)}",
+                f"share.coordinator.state.topic.replication.factor={replication}",
+                f"min.insync.replicas={min(2, replication)}",
+                "auto.create.topics.enable=false",
+                "group.initial.rebalance.delay.ms=0",
+            ]
+        )
 
     def __enter__(self) -> LocalKafka:
         java = shutil.which("java")
@@ -60,72 +104,83 @@ class LocalKafka:
         with tarfile.open(self.archive) as archive:
             archive.extractall(self.workdir, filter="data")
         home = next(self.workdir.glob("kafka_*"))
-        client_port, controller_port = free_port(), free_port()
-        properties = self.workdir / "server.properties"
-        properties.write_text(
-            "\n".join(
-                [
-                    "process.roles=broker,controller",
-                    "node.id=1",
-                    f"controller.quorum.voters=1@127.0.0.1:{controller_port}",
-                    f"listeners=PLAINTEXT://127.0.0.1:{client_port},CONTROLLER://127.0.0.1:{controller_port}",
-                    f"advertised.listeners=PLAINTEXT://127.0.0.1:{client_port}",
-                    "controller.listener.names=CONTROLLER",
-                    "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
-                    f"log.dirs={self.workdir / 'data'}",
-                    "offsets.topic.replication.factor=1",
-                    "transaction.state.log.replication.factor=1",
-                    "transaction.state.log.min.isr=1",
-                    "share.coordinator.state.topic.replication.factor=1",
-                    "auto.create.topics.enable=false",
-                    "group.initial.rebalance.delay.ms=0",
-                ]
-            )
-        )
+        client_ports = [free_port() for _ in range(self.nodes)]
+        controller_ports = [free_port() for _ in range(self.nodes)]
         classpath = f"{home}/libs/*"
         tool = [java, "-cp", classpath, f"-Dlog4j2.configurationFile={home}/config/tools-log4j2.yaml"]
         storage = [*tool, "kafka.tools.StorageTool"]
         cluster_id = subprocess.run([*storage, "random-uuid"], capture_output=True, text=True, check=True).stdout.strip()
-        subprocess.run([*storage, "format", "--cluster-id", cluster_id, "--config", str(properties)], capture_output=True, check=True)
-        self._log = (self.workdir / "broker.log").open("w")
-        self.process = subprocess.Popen(
-            [
-                java,
-                "-Xmx512m",
-                "-cp",
-                classpath,
-                f"-Dlog4j2.configurationFile={home}/config/log4j2.yaml",
-                f"-Dkafka.logs.dir={self.workdir}",
-                "kafka.Kafka",
-                str(properties),
-            ],
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-        )
-        self.bootstrap = f"127.0.0.1:{client_port}"
+        self.bootstrap = ",".join(f"127.0.0.1:{port}" for port in client_ports)
         try:
-            wait_for_port(client_port)
+            for node in range(self.nodes):
+                properties = self.workdir / f"server-{node + 1}.properties"
+                properties.write_text(self._properties(node, client_ports[node], controller_ports))
+                subprocess.run(
+                    [*storage, "format", "--cluster-id", cluster_id, "--config", str(properties)], capture_output=True, check=True
+                )
+                log = (self.workdir / f"broker-{node + 1}.log").open("w")
+                self._logs.append(log)
+                self.processes.append(
+                    subprocess.Popen(
+                        [
+                            java,
+                            "-Xmx512m",
+                            "-cp",
+                            classpath,
+                            f"-Dlog4j2.configurationFile={home}/config/log4j2.yaml",
+                            f"-Dkafka.logs.dir={self.workdir / f'logs-{node + 1}'}",
+                            "kafka.Kafka",
+                            str(properties),
+                        ],
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
+                    )
+                )
+            for port in client_ports:
+                wait_for_port(port, timeout=120)
+            isr = {"min.insync.replicas": str(min(2, self.replication))}
             topics = [
-                NewTopic("celery.tasks", self.task_partitions, 1),
-                NewTopic("celery.tasks.dlq", 1, 1, config={"retention.ms": "604800000"}),
+                NewTopic("celery.tasks", self.task_partitions, self.replication, config=isr),
+                NewTopic("celery.tasks.dlq", 1, self.replication, config={**isr, "retention.ms": "604800000"}),
+                *(NewTopic(name, partitions, self.replication, config=isr) for name, partitions in self.extra_topics.items()),
             ]
             admin = AdminClient({"bootstrap.servers": self.bootstrap})  # kept referenced until the futures resolve
-            for future in admin.create_topics(topics).values():
-                future.result(timeout=30)
+            self._create_topics(admin, topics)
         except BaseException:
             self.__exit__(None, None, None)
             raise
         return self
 
+    @staticmethod
+    def _create_topics(admin: AdminClient, topics: list[NewTopic], timeout: float = 120) -> None:
+        """Create the topics, retrying while a fresh cluster has not yet registered enough brokers."""
+        deadline = time.monotonic() + timeout
+        pending = topics
+        while pending:
+            failed = []
+            for topic, future in zip(pending, admin.create_topics(pending).values(), strict=True):
+                try:
+                    future.result(timeout=30)
+                except Exception:
+                    if time.monotonic() > deadline:
+                        raise
+                    failed.append(topic)
+            pending = failed
+            if pending:
+                time.sleep(1)
+
     def __exit__(self, kind: type[BaseException] | None, value: BaseException | None, trace: TracebackType | None) -> None:
-        if self.process is not None:
-            self.process.terminate()
+        for process in self.processes:
+            if process.poll() is None:
+                process.terminate()
+        for process in self.processes:
             try:
-                self.process.wait(30)
+                process.wait(30)
             except subprocess.TimeoutExpired:
-                self.process.kill()
-            self._log.close()
-            self.process = None
+                process.kill()
+        for log in self._logs:
+            log.close()
+        self.processes, self._logs = [], []
 
 
 class Worker:
