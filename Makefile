@@ -25,7 +25,7 @@ $(VENV)/.stamp: requirements.txt celery_kafka/pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
 	$(VENV)/bin/pip install -q -r requirements.txt
-	$(VENV)/bin/pip install -q -e 'celery_kafka[test]'
+	$(VENV)/bin/pip install -q -e 'celery_kafka[test,bench]'
 	touch $@
 
 .PHONY: venv
@@ -83,9 +83,19 @@ molecule: deps ## Every Molecule scenario
 	  echo "=== scenario $$s took $$(( $$(date +%s) - start )) s"; \
 	done
 
+# One run, same machine: our transport (synchronous and deferred_acks publishing) on a local 3-broker KRaft cluster,
+# kombu's stock confluentkafka transport on the same cluster, Redis, Celery's memory transport; scaling 1-3 workers;
+# the cost of the worker's commits; and (BENCH_CONVERGE=1, minutes) site.yml on fresh bench- containers and its
+# idempotent re-run. Appends to benchmarks/results/<date>-compare.txt.
+BENCH_CONVERGE ?= 1
+BENCH_ARGS     ?= --tasks 3000 --publish 1000 --scaling-tasks 1000
+SUDO           := $(shell [ "$$(id -u)" = 0 ] || echo sudo -n)
+
 .PHONY: bench
-bench: venv artifacts ## Benchmarks (print figures; not part of make test)
-	python benchmarks/worker_throughput.py --tasks 3000 --workers 3
+bench: venv artifacts $(if $(filter 1,$(BENCH_CONVERGE)),image wheels) ## Benchmarks against the alternatives (not part of make test; BENCH_CONVERGE=0 skips the converge timing)
+	command -v redis-server >/dev/null || { $(SUDO) apt-get update -q && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends redis-server; }
+	PYTHONPATH=$(REPO)/celery_kafka/src python benchmarks/compare.py $(BENCH_ARGS) $(if $(filter 1,$(BENCH_CONVERGE)),--converge)
 
 # The demo's containers are named demo-<host> (so they never clash with Molecule's) and answer to <host> on their
 # network; ansible_host follows the prefix. The local inventory's secrets are vaulted with a committed demo password.

@@ -186,14 +186,24 @@ class LocalKafka:
 class Worker:
     """One Celery worker node process that owns one partition, started as the systemd unit starts it."""
 
-    def __init__(self, bootstrap: str, partition: int, workdir: Path, max_deliveries: int = 3, loglevel: str = "INFO") -> None:
+    def __init__(
+        self,
+        bootstrap: str,
+        partition: int,
+        workdir: Path,
+        max_deliveries: int = 3,
+        loglevel: str = "INFO",
+        task_topic: str = "celery.tasks",
+    ) -> None:
         self.partition = partition
         self.loglevel = loglevel
+        self.task_topic = task_topic
         self.results = workdir / f"results-{partition}.jsonl"
         self.log_path = workdir / f"worker-{partition}.log"
         self.env = {
             **os.environ,
             "CELERY_KAFKA_BROKERS": bootstrap,
+            "CELERY_KAFKA_TASK_TOPIC": task_topic,
             "CELERY_KAFKA_PARTITION": str(partition),
             "CELERY_KAFKA_RESULTS_FILE": str(self.results),
             "CELERY_KAFKA_MAX_DELIVERIES": str(max_deliveries),
@@ -214,7 +224,7 @@ class Worker:
                     "--pool=solo",
                     f"--loglevel={self.loglevel}",
                     "-Q",
-                    "celery.tasks",
+                    self.task_topic,
                     "-n",
                     f"partition{self.partition}@%h",
                     "--without-gossip",
