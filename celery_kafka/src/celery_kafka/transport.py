@@ -12,7 +12,9 @@ What it changes, and why:
 * a worker started with transport option ``partition`` consumes exactly that partition by ``assign()`` (no group
   rebalancing: no other worker can take it over) and resumes from the offset committed for it;
 * an ack commits exactly ``offset + 1`` of the acked message (never "whatever was consumed"), and never past a
-  message still in flight (offsets.py); with Celery's ``acks_late`` that happens after the task finished;
+  message still in flight (offsets.py); with Celery's ``acks_late`` that happens after the task finished. The ack's
+  commit rides on the next message's attempt commit (same offset), or is stored after one empty poll: one
+  synchronous commit per task instead of two;
 * before a message is handed to the worker, its delivery attempt is committed (same offset, attempt number in the
   commit metadata). A worker killed mid-task (OOM) restarts from that offset and knows how often the message was
   already tried; past ``max_deliveries`` the message goes to the dead-letter topic instead of killing the worker
@@ -226,6 +228,8 @@ class Channel(confluentkafka.Channel):
         self._deferred_producer: Producer | None = None
         self._attempts: dict[tuple[str, int, int], int] = {}
         self._positions: dict[tuple[str, int], PartitionPositions] = {}
+        # Acks whose commit waits for the partition's next poll (see commit_delivery).
+        self._deferred_ack_commits: dict[tuple[str, int], Commit] = {}
         super().__init__(*args, **kwargs)
 
     # --- configuration -----------------------------------------------------------------------------------------
@@ -402,7 +406,12 @@ class Channel(confluentkafka.Channel):
             time.sleep(1)
 
     def _commit(self, topic: str, partition: int, commit: Commit | None) -> None:
-        """Store a position (synchronously: a restart must never resume before a finished message)."""
+        """Store a position (synchronously: a restart must never resume before a finished message).
+
+        A commit supersedes the partition's deferred ack (its offset is the same or later); with nothing new to
+        commit, the deferred ack is stored now."""
+        commit = commit or self._deferred_ack_commits.pop((topic, partition), None)
+        self._deferred_ack_commits.pop((topic, partition), None)
         if commit is None:
             return
         if commit.attempt is None:
@@ -421,9 +430,11 @@ class Channel(confluentkafka.Channel):
         consumer = self._get_consumer(topic)
         record = consumer.poll(self.wait_time_seconds)
         if record is None:
+            self.flush_deferred_acks(topic)
             raise Empty()
         if record.error():
             logger.warning("consumer error on %s: %s", topic, record.error())
+            self.flush_deferred_acks(topic)
             raise Empty()
         partition, offset = record.partition(), record.offset()
         attempt = self._attempts.pop((topic, partition, offset), 0) + 1
@@ -464,16 +475,31 @@ class Channel(confluentkafka.Channel):
         return {**envelope, "topic": topic}
 
     def commit_delivery(self, delivery_tag: str) -> None:
-        """Commit the position right after an acked message."""
+        """Move the position past an acked message.
+
+        The commit is deferred to the next poll of the partition: when the next message is there, one commit stores
+        both this ack and the next message's delivery attempt (the same offset), which halves the synchronous
+        commits per task (each is a replicated write to __consumer_offsets). When the partition is idle, the ack is
+        stored after one empty poll (wait_time_seconds), and on close. A worker killed inside that window runs the
+        acked task again (at-least-once), it never skips one."""
         delivery = _DELIVERIES.pop(delivery_tag, None)
         if delivery is not None:
             positions = self._partition_positions(delivery.topic, delivery.partition)
-            self._commit(delivery.topic, delivery.partition, positions.acked(delivery.offset))
+            commit = positions.acked(delivery.offset)
+            if commit is not None:
+                self._deferred_ack_commits[(delivery.topic, delivery.partition)] = commit
+
+    def flush_deferred_acks(self, topic: str | None = None) -> None:
+        """Store every deferred ack (of one topic, or all)."""
+        for owned_topic, partition in list(self._deferred_ack_commits):
+            if topic is None or owned_topic == topic:
+                self._commit(owned_topic, partition, None)
 
     def rewind_delivery(self, delivery_tag: str) -> None:
         """Requeue: read the message again from its own offset, counting the attempt."""
         delivery = _DELIVERIES.pop(delivery_tag, None)
         if delivery is not None:
+            self.flush_deferred_acks(delivery.topic)
             self._attempts[(delivery.topic, delivery.partition, delivery.offset)] = delivery.attempt
             self._partition_positions(delivery.topic, delivery.partition).rewound(delivery.offset)
             self._get_consumer(delivery.topic).seek(TopicPartition(delivery.topic, delivery.partition, delivery.offset))
@@ -541,6 +567,11 @@ class Channel(confluentkafka.Channel):
     def close(self) -> None:
         if self in metrics.PARTITIONS.channels:
             metrics.PARTITIONS.channels.remove(self)
+        try:
+            self.flush_deferred_acks()
+        except KafkaException as error:
+            # The acked task runs again after the restart (at-least-once); nothing is skipped.
+            logger.warning("could not store the last ack on close: %s", error)
         for producer in (self._producer, self._deferred_producer):
             if producer is not None:
                 producer.flush(self.publish_timeout)
