@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import socket
 import subprocess
 import sys
 import time
@@ -109,13 +110,19 @@ def unit_property(node, unit: str, name: str) -> str:
     return node.run(f"systemctl show {unit} --property={name} --value").stdout.strip()
 
 
-def worker_state(hosts) -> dict[str, tuple[int, str]]:
-    """NRestarts and MainPID of every worker unit."""
-    state = {}
-    for name, partition in WORKERS.items():
-        unit = f"celery-worker@{partition}.service"
-        state[name] = (int(unit_property(hosts[name], unit, "NRestarts")), unit_property(hosts[name], unit, "MainPID"))
-    return state
+def worker_state(hosts, settle: bool = False) -> dict[str, tuple[int, str]]:
+    """NRestarts and MainPID of every worker unit; with `settle`, once every unit runs (none between restarts)."""
+
+    def state() -> dict[str, tuple[int, str]]:
+        found = {}
+        for name, partition in WORKERS.items():
+            unit = f"celery-worker@{partition}.service"
+            found[name] = (int(unit_property(hosts[name], unit, "NRestarts")), unit_property(hosts[name], unit, "MainPID"))
+        return found
+
+    if not settle:
+        return state()
+    return wait_until(lambda: (lambda s: s if "0" not in {pid for _, pid in s.values()} else None)(state()), timeout=120)
 
 
 def restarts_note(before: dict[str, tuple[int, str]], after: dict[str, tuple[int, str]]) -> str:
@@ -129,17 +136,28 @@ def partitions(bootstrap: str) -> dict:
 
 
 def wait_for_full_isr(bootstrap: str, timeout: float = 300) -> float:
-    """Seconds until every partition of the task topic has its 3 replicas in sync again."""
+    """Seconds until all 3 brokers are registered (fenced ones are left out of the metadata) and every partition of
+    the task topic has its 3 replicas in sync again."""
     start = time.monotonic()
+    admin = AdminClient({"bootstrap.servers": bootstrap})
 
     def healed() -> bool:
         try:
-            return all(len(p.isrs) == 3 for p in partitions(bootstrap).values())
+            metadata = admin.list_topics(TOPIC, timeout=10)
+            return len(metadata.brokers) == 3 and all(len(p.isrs) == 3 for p in metadata.topics[TOPIC].partitions.values())
         except Exception:  # a broker that is still coming back may not answer yet
             return False
 
     wait_until(healed, timeout=timeout, interval=2, message="ISR back to 3 on every partition of the task topic")
     return time.monotonic() - start
+
+
+def listening(address: str, port: int = 9092) -> bool:
+    try:
+        with socket.create_connection((address, port), timeout=2):
+            return True
+    except OSError:
+        return False
 
 
 def leader_of(bootstrap: str, partition: int) -> str:
@@ -149,7 +167,7 @@ def leader_of(bootstrap: str, partition: int) -> str:
 def run_fault(hosts, client, bootstrap, name: str, fault: Callable[[LoadGenerator], str], stop_load_after: bool = False) -> Row:
     """Start the load, run `fault` while it runs, wait for the load to finish (or stop it once the fault returned), drain
     and account. Fails if an acknowledged task id was lost."""
-    before = worker_state(hosts)
+    before = worker_state(hosts, settle=True)
     load = LoadGenerator(publish=lambda *a: None, total=TASKS if not stop_load_after else 10**6, rate=RATE, keys=KEYS)
     load.publish = celery_publisher(client, load.run_id)
     load.start()
@@ -188,7 +206,7 @@ def test_cluster_is_healthy_before_the_faults(hosts, bootstrap):
         assert unit_property(hosts[name], "kafka.service", "Restart") == "on-failure"
 
 
-def test_broker_jvm_killed_with_sigkill_comes_back(hosts, client, bootstrap):
+def test_broker_jvm_killed_with_sigkill_comes_back(hosts, client, bootstrap, addresses):
     def fault(load: LoadGenerator) -> str:
         wait_until(lambda: load.sent_so_far >= 1000, timeout=120, message="load under way")
         victim = leader_of(bootstrap, 0)
@@ -203,6 +221,7 @@ def test_broker_jvm_killed_with_sigkill_comes_back(hosts, client, bootstrap):
             interval=1,
             message=f"systemd restarting {victim}'s kafka",
         )
+        wait_until(lambda: listening(addresses[victim]), timeout=180, interval=1, message=f"{victim}'s client listener")
         healed = wait_for_full_isr(bootstrap)
         back = time.monotonic() - killed - healed
         return f"killed {victim.removeprefix('chaos-')} (leader of p0), systemd restarted it in {back:.0f} s, ISR 3 {healed:.0f} s later"
@@ -259,7 +278,9 @@ def test_worker_oom_killed_by_its_memory_limit(hosts, client, bootstrap):
         wait_until(lambda: load.sent_so_far >= 1000, timeout=120, message="load under way")
         restarts = int(unit_property(hosts[name], unit, "NRestarts"))
         key = next(k for k in (f"{load.run_id}-hog-{n}" for n in range(1000)) if partition_for_key(k, 3) == partition)
-        holder["id"] = send_keyed(client, "celery_kafka.demo.memory_hog", key, 400, load.run_id).id
+        # A client of its own: the load's thread keeps publishing through `client` meanwhile.
+        hog_client = create_app(WorkerEnvironment(brokers=bootstrap.split(",")))
+        holder["id"] = send_keyed(hog_client, "celery_kafka.demo.memory_hog", key, 400, load.run_id).id
         entry = wait_until(
             lambda: next((e for e in letters(bootstrap).values() if e.letter.task_id == holder["id"]), None),
             timeout=400,
@@ -287,7 +308,9 @@ def test_broker_cut_off_the_network_for_30_seconds(hosts, client, bootstrap, add
         finally:
             subprocess.run(["docker", "network", "connect", "--ip", addresses[victim], NETWORK, victim], check=True, timeout=60)
         healed = wait_for_full_isr(bootstrap)
-        assert hosts[victim].interface("eth0").addresses[0] == addresses[victim]
+        # Back with its own address (the interface itself may come back under another name than eth0).
+        inspect = ["docker", "inspect", victim, "--format", f'{{{{(index .NetworkSettings.Networks "{NETWORK}").IPAddress}}}}']
+        assert subprocess.run(inspect, capture_output=True, text=True, check=True).stdout.strip() == addresses[victim]
         return f"{victim.removeprefix('chaos-')} (leader of p1) cut off 30 s, ISR 3 again {healed:.0f} s after reconnect"
 
     run_fault(hosts, client, bootstrap, "broker network cut 30 s", fault)
@@ -295,7 +318,7 @@ def test_broker_cut_off_the_network_for_30_seconds(hosts, client, bootstrap, add
 
 
 def test_poison_messages_amid_the_load(hosts, client, bootstrap):
-    before = worker_state(hosts)
+    before = worker_state(hosts, settle=True)
     marker: dict[str, bytes] = {}
 
     def fault(load: LoadGenerator) -> str:
