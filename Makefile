@@ -120,4 +120,4 @@ test: deps lint unit integration molecule ## Everything CI runs
 
 .PHONY: clean
 clean: ## Remove Molecule instances (keeps caches)
-	-@for s in $(SCENARIOS); do molecule destroy -s $$s; done
+	-@for s in $(SCENARIOS) chaos; do molecule destroy -s $$s; done
