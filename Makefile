@@ -15,7 +15,7 @@ export ANSIBLE_FORCE_COLOR := 0
 
 KAFKA_VERSION        ?= 4.3.1
 JMX_EXPORTER_VERSION ?= 1.0.1
-SCENARIOS            ?= default kafka kafka_dedicated celery monitoring
+SCENARIOS            ?= default kafka kafka_dedicated celery monitoring chaos
 
 .PHONY: help
 help: ## List targets
@@ -82,6 +82,13 @@ molecule: deps ## Every Molecule scenario
 	  molecule test -s $$s; \
 	  echo "=== scenario $$s took $$(( $$(date +%s) - start )) s"; \
 	done
+
+# Faults under load (broker kill -9, rolling restart, worker OOM, broker network cut, poison messages), every task id
+# accounted for; the table goes to benchmarks/results/<date>-chaos.txt, followed by the scenario's total time.
+.PHONY: chaos
+chaos: deps ## Molecule scenario chaos: faults under a keyed load, no acknowledged task lost
+	start=$$(date +%s); molecule test -s chaos; \
+	echo "molecule test -s chaos: $$(( $$(date +%s) - start )) s in total" | tee -a benchmarks/results/$$(date -u +%F)-chaos.txt
 
 # One run, same machine: our transport (synchronous and deferred_acks publishing) on a local 3-broker KRaft cluster,
 # kombu's stock confluentkafka transport on the same cluster, Redis, Celery's memory transport; scaling 1-3 workers;

@@ -13,7 +13,7 @@ from celery_kafka.deadletter import TASK_FAILED, UNDECODABLE, DeadLetter, Source
 from celery_kafka.envelope import UndecodableMessage, decode_envelope, task_message
 from celery_kafka.partitioning import murmur2, partition_for_key
 from celery_kafka.settings import WorkerEnvironment, celery_settings
-from celery_kafka.transport import bootstrap_servers, parse_attempt
+from celery_kafka.transport import bootstrap_servers, parse_attempt, retry_while_coordinator_moves
 
 # Expected values from Kafka's own UtilsTest (Java ints).
 MURMUR2_VECTORS = {
@@ -141,3 +141,30 @@ def test_lag_counts_from_commit_or_from_log_start() -> None:
     }
     lags = group_lags(offsets, {"workers": {("tasks", 0): 100}})
     assert [(lag.topic, lag.partition, lag.lag) for lag in lags] == [("tasks", 0, 1000), ("tasks", 1, 10)]
+
+
+def test_a_commit_is_retried_while_the_group_coordinator_moves():
+    from confluent_kafka import KafkaError, KafkaException
+
+    retriable = (KafkaError.COORDINATOR_LOAD_IN_PROGRESS, KafkaError.NOT_COORDINATOR)
+    answers = [KafkaError.COORDINATOR_LOAD_IN_PROGRESS, KafkaError.NOT_COORDINATOR, None]
+
+    def commit() -> str:
+        code = answers.pop(0)
+        if code is not None:
+            raise KafkaException(KafkaError(code))
+        return "committed"
+
+    assert retry_while_coordinator_moves(commit, retriable, pause=0) == "committed" and answers == []
+
+    def refused() -> None:
+        raise KafkaException(KafkaError(KafkaError.OFFSET_OUT_OF_RANGE))
+
+    with pytest.raises(KafkaException):
+        retry_while_coordinator_moves(refused, retriable, pause=0)
+
+    def never_ready() -> None:
+        raise KafkaException(KafkaError(KafkaError.COORDINATOR_LOAD_IN_PROGRESS))
+
+    with pytest.raises(KafkaException):
+        retry_while_coordinator_moves(never_ready, retriable, timeout=0.05, pause=0.01)

@@ -179,6 +179,22 @@ def record_headers(message: Message) -> dict[str, str]:
     return {name: (value or b"").decode("utf-8", "replace") for name, value in (message.headers() or [])}
 
 
+def retry_while_coordinator_moves(call: Callable[[], Any], retriable: tuple[int, ...], timeout: float = 120, pause: float = 1) -> Any:
+    """Run `call` (an offset commit), again while it fails with one of the `retriable` error codes and `timeout` has
+    not passed. The group coordinator moves when its broker restarts (rolling restart, crash); a commit then fails with
+    COORDINATOR_LOAD_IN_PROGRESS or NOT_COORDINATOR for a few seconds. Committing the same offset twice is harmless."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return call()
+        except KafkaException as exception:
+            error = exception.args[0]
+            if not isinstance(error, KafkaError) or error.code() not in retriable or time.monotonic() > deadline:
+                raise
+            logger.warning("commit waits for the group coordinator: %s", error)
+        time.sleep(pause)
+
+
 def bootstrap_servers(hosts: list[tuple[str, int | None]]) -> str:
     """'host:port,...' of every broker named in the connection URL (failover list included), without repeats."""
     seen: list[str] = []
@@ -418,7 +434,8 @@ class Channel(confluentkafka.Channel):
             owned = TopicPartition(topic, partition, commit.offset)
         else:
             owned = TopicPartition(topic, partition, commit.offset, metadata=f"{ATTEMPT_PREFIX}{commit.attempt}")
-        self._get_consumer(topic).commit(offsets=[owned], asynchronous=False)
+        consumer = self._get_consumer(topic)
+        retry_while_coordinator_moves(lambda: consumer.commit(offsets=[owned], asynchronous=False), self._coordinator_not_ready)
 
     def _partition_positions(self, topic: str, partition: int) -> PartitionPositions:
         return self._positions.setdefault((topic, partition), PartitionPositions())
