@@ -3,12 +3,19 @@
 The broker runs from a Kafka release archive (the one `make artifacts` assembles is what the Ansible role installs),
 as one KRaft node on free loopback ports. Workers are real `celery worker` processes bound to one partition each,
 started exactly as the systemd unit starts them.
+
+With `secure=True` the client listener is SASL_SSL with SCRAM-SHA-512, as the Ansible role configures it: a throwaway
+CA and a broker certificate (for 127.0.0.1) are generated into the working directory, and the SCRAM user is created
+when the storage is formatted (`--add-scram`). The controller listener stays PLAINTEXT on loopback.
 """
 
 from __future__ import annotations
 
+import datetime
+import ipaddress
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -43,15 +50,119 @@ def wait_for_port(port: int, timeout: float = 60) -> None:
     raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout} s")
 
 
+def write_test_pki(directory: Path, host: str = "127.0.0.1") -> tuple[Path, Path]:
+    """A throwaway CA (ca.pem) and a broker key and certificate chain for `host` (broker.pem, PKCS#8 key first)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localkafka test CA")])
+    ca_cert = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host)]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(host)), x509.DNSName("localhost")]), critical=False)
+        .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    pem = serialization.Encoding.PEM
+    ca_path, broker_path = directory / "ca.pem", directory / "broker.pem"
+    ca_path.write_bytes(ca_cert.public_bytes(pem))
+    broker_path.write_bytes(
+        key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+        + cert.public_bytes(pem)
+        + ca_cert.public_bytes(pem)
+    )
+    broker_path.chmod(0o600)
+    return ca_path, broker_path
+
+
 class LocalKafka:
     """Context manager: a single KRaft node with the task and dead-letter topics created."""
 
-    def __init__(self, archive: Path, task_partitions: int = 3, workdir: Path | None = None) -> None:
+    def __init__(
+        self,
+        archive: Path,
+        task_partitions: int = 3,
+        workdir: Path | None = None,
+        secure: bool = False,
+        sasl_username: str = "celery",
+        sasl_password: str | None = None,
+    ) -> None:
         self.archive = archive
         self.task_partitions = task_partitions
         self.workdir = workdir or Path(tempfile.mkdtemp(prefix="localkafka-"))
         self.process: subprocess.Popen | None = None
         self.bootstrap = ""
+        self.secure = secure
+        self.sasl_username = sasl_username
+        self.sasl_password = sasl_password or secrets.token_urlsafe(16)
+        self.ca_file: Path | None = None
+
+    @property
+    def environ(self) -> dict[str, str]:
+        """CELERY_KAFKA_* security variables a client or worker of this broker needs (none in plaintext mode)."""
+        if not self.secure:
+            return {}
+        return {
+            "CELERY_KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
+            "CELERY_KAFKA_SASL_MECHANISM": "SCRAM-SHA-512",
+            "CELERY_KAFKA_SASL_USERNAME": self.sasl_username,
+            "CELERY_KAFKA_SASL_PASSWORD": self.sasl_password,
+            "CELERY_KAFKA_SSL_CA_LOCATION": str(self.ca_file),
+        }
+
+    @property
+    def client_config(self) -> dict[str, str]:
+        """librdkafka settings of a client of this broker, bootstrap included."""
+        from celery_kafka.security import KafkaSecurity
+
+        return {"bootstrap.servers": self.bootstrap, **KafkaSecurity.from_environ(self.environ).client_config()}
+
+    def _listener_properties(self, client_port: int, controller_port: int) -> list[str]:
+        controller = f"CONTROLLER://127.0.0.1:{controller_port}"
+        if not self.secure:
+            return [
+                f"listeners=PLAINTEXT://127.0.0.1:{client_port},{controller}",
+                f"advertised.listeners=PLAINTEXT://127.0.0.1:{client_port}",
+                "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            ]
+        self.ca_file, broker_pem = write_test_pki(self.workdir)
+        login = "org.apache.kafka.common.security.scram.ScramLoginModule required"
+        jaas = f'{login} username="{self.sasl_username}" password="{self.sasl_password}";'
+        return [
+            f"listeners=CLIENT://127.0.0.1:{client_port},{controller}",
+            f"advertised.listeners=CLIENT://127.0.0.1:{client_port}",
+            "listener.security.protocol.map=CLIENT:SASL_SSL,CONTROLLER:PLAINTEXT",
+            "inter.broker.listener.name=CLIENT",
+            "sasl.enabled.mechanisms=SCRAM-SHA-512",
+            "sasl.mechanism.inter.broker.protocol=SCRAM-SHA-512",
+            f"listener.name.client.scram-sha-512.sasl.jaas.config={jaas}",
+            "ssl.keystore.type=PEM",
+            f"ssl.keystore.location={broker_pem}",
+            "ssl.truststore.type=PEM",
+            f"ssl.truststore.location={self.ca_file}",
+        ]
 
     def __enter__(self) -> LocalKafka:
         java = shutil.which("java")
@@ -68,10 +179,8 @@ class LocalKafka:
                     "process.roles=broker,controller",
                     "node.id=1",
                     f"controller.quorum.voters=1@127.0.0.1:{controller_port}",
-                    f"listeners=PLAINTEXT://127.0.0.1:{client_port},CONTROLLER://127.0.0.1:{controller_port}",
-                    f"advertised.listeners=PLAINTEXT://127.0.0.1:{client_port}",
+                    *self._listener_properties(client_port, controller_port),
                     "controller.listener.names=CONTROLLER",
-                    "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
                     f"log.dirs={self.workdir / 'data'}",
                     "offsets.topic.replication.factor=1",
                     "transaction.state.log.replication.factor=1",
@@ -86,7 +195,10 @@ class LocalKafka:
         tool = [java, "-cp", classpath, f"-Dlog4j2.configurationFile={home}/config/tools-log4j2.yaml"]
         storage = [*tool, "kafka.tools.StorageTool"]
         cluster_id = subprocess.run([*storage, "random-uuid"], capture_output=True, text=True, check=True).stdout.strip()
-        subprocess.run([*storage, "format", "--cluster-id", cluster_id, "--config", str(properties)], capture_output=True, check=True)
+        format_command = [*storage, "format", "--cluster-id", cluster_id, "--config", str(properties)]
+        if self.secure:
+            format_command += ["--add-scram", f"SCRAM-SHA-512=[name={self.sasl_username},password={self.sasl_password}]"]
+        subprocess.run(format_command, capture_output=True, check=True)
         self._log = (self.workdir / "broker.log").open("w")
         self.process = subprocess.Popen(
             [
@@ -109,7 +221,7 @@ class LocalKafka:
                 NewTopic("celery.tasks", self.task_partitions, 1),
                 NewTopic("celery.tasks.dlq", 1, 1, config={"retention.ms": "604800000"}),
             ]
-            admin = AdminClient({"bootstrap.servers": self.bootstrap})  # kept referenced until the futures resolve
+            admin = AdminClient(self.client_config)  # kept referenced until the futures resolve
             for future in admin.create_topics(topics).values():
                 future.result(timeout=30)
         except BaseException:
@@ -131,7 +243,15 @@ class LocalKafka:
 class Worker:
     """One Celery worker node process that owns one partition, started as the systemd unit starts it."""
 
-    def __init__(self, bootstrap: str, partition: int, workdir: Path, max_deliveries: int = 3, loglevel: str = "INFO") -> None:
+    def __init__(
+        self,
+        bootstrap: str,
+        partition: int,
+        workdir: Path,
+        max_deliveries: int = 3,
+        loglevel: str = "INFO",
+        extra_env: dict[str, str] | None = None,
+    ) -> None:
         self.partition = partition
         self.loglevel = loglevel
         self.results = workdir / f"results-{partition}.jsonl"
@@ -143,6 +263,8 @@ class Worker:
             "CELERY_KAFKA_RESULTS_FILE": str(self.results),
             "CELERY_KAFKA_MAX_DELIVERIES": str(max_deliveries),
             "CELERY_KAFKA_TASK_TIME_LIMIT": "60",
+            # Security settings (LocalKafka.environ), exactly as the systemd unit's EnvironmentFile gives them.
+            **(extra_env or {}),
         }
         self.process: subprocess.Popen | None = None
 
