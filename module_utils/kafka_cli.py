@@ -267,8 +267,9 @@ def plan_scram_users(
 
 
 def scram_add_config(mechanism: str, password: str, iterations: int = 8192) -> str:
-    """`--add-config-file` line that sets one SCRAM credential."""
-    return f"{mechanism}=[iterations={iterations},password={password}]\n"
+    """`--add-config-file` line that sets one SCRAM credential. Unlike `--add-config`, the file form takes no brackets
+    (ConfigCommand 4.3.1 rejects `SCRAM-SHA-512=[...]` read from a file as an invalid credential property)."""
+    return f"{mechanism}=iterations={iterations},password={password}\n"
 
 
 def with_command_config(args: list[str], command_config: str | None) -> list[str]:

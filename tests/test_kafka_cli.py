@@ -195,7 +195,7 @@ def test_scram_fingerprint_is_salted_and_hides_the_password():
 
 
 def test_scram_add_config_line_and_command_config():
-    assert scram_add_config("SCRAM-SHA-512", "pw", 8192) == "SCRAM-SHA-512=[iterations=8192,password=pw]\n"
+    assert scram_add_config("SCRAM-SHA-512", "pw", 8192) == "SCRAM-SHA-512=iterations=8192,password=pw\n"
     assert with_command_config(["--describe"], "/etc/kafka/admin-client.properties") == [
         "--describe",
         "--command-config",
