@@ -1,78 +1,114 @@
-"""The Kafka preflight refuses bad security settings before anything changes, and never prints a password."""
+"""Client and monitoring security settings: the preflight plays refuse incomplete ones before anything changes.
+
+SASL_SSL for the workers or the lag exporter needs a user, a password and the CA certificate on the controller;
+basic auth on Prometheus, Alertmanager or Grafana's datasource needs a password. The passwords never reach the output.
+"""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
-from test_preflight import THREE, assert_refused, run_preflight, write_inventory
+import yaml
+from ansible_run import assert_refused, run_playbook
+from test_monitoring_preflight import GOOD
+from test_monitoring_preflight import assert_refused as assert_monitoring_refused
+from test_monitoring_preflight import run_preflight as run_monitoring_preflight
 
-PASSWORD = "preflight-secret-pw-7d1e"
+SECRET = "never-print-this-password"
 
 
-def secure(tmp_path: Path, **overrides: object) -> dict:
-    settings = {
-        "kafka_security_protocol": "SASL_SSL",
-        "kafka_sasl_inter_broker_password": PASSWORD,
-        "kafka_scram_users": [{"name": "celery", "password": PASSWORD + "-celery"}],
-        # Outside the inventory directory (tmp_path), as the preflight requires.
-        "kafka_tls_dir": str(tmp_path.parent / f"{tmp_path.name}-tls"),
-        # Read by the migration check: no deployed configuration unless a test writes one.
-        "kafka_config_dir": str(tmp_path / "etc-kafka"),
+def run_worker_preflight(tmp_path: Path, variables: dict) -> subprocess.CompletedProcess:
+    wheels = tmp_path / "wheels"
+    wheels.mkdir(exist_ok=True)
+    (wheels / "celery_kafka_partitioned-0.1.0-py3-none-any.whl").write_bytes(b"x")
+    inventory = tmp_path / "workers.yml"
+    settings = {"ansible_connection": "local", "ansible_python_interpreter": sys.executable, "celery_worker_wheels_dir": str(wheels)}
+    groups = {"celery_workers": {"hosts": {"w1": {}}}}
+    inventory.write_text(yaml.safe_dump({"all": {"vars": {**settings, **variables}, "children": groups}}))
+    return run_playbook("playbooks/celery.yml", inventory, "--tags", "celery_preflight")
+
+
+def ca_file(tmp_path: Path) -> str:
+    path = tmp_path / "ca.crt"
+    path.write_text("-----BEGIN CERTIFICATE-----\n")
+    return str(path)
+
+
+def worker_sasl(tmp_path: Path, **overrides: str) -> dict:
+    return {
+        "celery_worker_kafka_security_protocol": "SASL_SSL",
+        "celery_worker_kafka_sasl_username": "celery",
+        "celery_worker_kafka_sasl_password": SECRET,
+        "celery_worker_kafka_ca_cert_file": ca_file(tmp_path),
+        **overrides,
     }
-    settings.update(overrides)
-    return settings
 
 
-def no_password_in(result) -> None:
-    assert PASSWORD not in result.stdout + result.stderr
+def assert_worker_refused(result: subprocess.CompletedProcess, message: str) -> None:
+    assert_refused(result, message, never_started=("Install and run the worker nodes",))
+    assert SECRET not in result.stdout + result.stderr
 
 
-def test_good_secure_settings_pass(tmp_path):
-    result = run_preflight(write_inventory(tmp_path, THREE, extra=secure(tmp_path)))
+def test_worker_with_complete_sasl_settings_passes(tmp_path):
+    result = run_worker_preflight(tmp_path, worker_sasl(tmp_path))
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
-    no_password_in(result)
+    assert SECRET not in result.stdout + result.stderr
 
 
-def test_sasl_ssl_without_the_inter_broker_password_is_refused(tmp_path):
-    result = run_preflight(write_inventory(tmp_path, THREE, extra=secure(tmp_path, kafka_sasl_inter_broker_password="")))
-    assert_refused(result, "No password: kafka-broker")
+def test_worker_sasl_without_password_is_refused(tmp_path):
+    result = run_worker_preflight(tmp_path, worker_sasl(tmp_path, celery_worker_kafka_sasl_password=""))
+    assert_worker_refused(result, "SASL_SSL needs celery_worker_kafka_sasl_username, celery_worker_kafka_sasl_password")
+    assert_worker_refused(result, "password missing")
 
 
-def test_a_scram_user_without_password_is_refused(tmp_path):
-    users = [{"name": "celery", "password": PASSWORD}, {"name": "exporter", "password": ""}]
-    result = run_preflight(write_inventory(tmp_path, THREE, extra=secure(tmp_path, kafka_scram_users=users)))
-    assert_refused(result, "No password: exporter")
-    no_password_in(result)
+def test_worker_sasl_without_ca_certificate_is_refused(tmp_path):
+    result = run_worker_preflight(tmp_path, worker_sasl(tmp_path, celery_worker_kafka_ca_cert_file=str(tmp_path / "nope.crt")))
+    assert_worker_refused(result, "nope.crt, not found")
 
 
-def test_a_password_that_would_break_the_jaas_line_is_refused(tmp_path):
-    users = [{"name": "celery", "password": PASSWORD + '"x'}]
-    result = run_preflight(write_inventory(tmp_path, THREE, extra=secure(tmp_path, kafka_scram_users=users)))
-    assert_refused(result, "Unusable characters in the password of: celery")
-    no_password_in(result)
+def test_worker_unknown_protocol_is_refused(tmp_path):
+    result = run_worker_preflight(tmp_path, {"celery_worker_kafka_security_protocol": "SSL"})
+    assert_worker_refused(result, "celery_worker_kafka_security_protocol is 'SSL' (PLAINTEXT or SASL_SSL)")
 
 
-def test_an_unknown_mechanism_is_refused(tmp_path):
-    result = run_preflight(write_inventory(tmp_path, THREE, extra=secure(tmp_path, kafka_sasl_mechanism="PLAIN")))
-    assert_refused(result, "kafka_sasl_mechanism SCRAM-SHA-256 or SCRAM-SHA-512 (is 'PLAIN')")
+def test_lag_exporter_sasl_without_password_is_refused(tmp_path):
+    variables = {
+        "kafka_lag_exporter_kafka_security_protocol": "SASL_SSL",
+        "kafka_lag_exporter_kafka_sasl_username": "lag",
+        "kafka_lag_exporter_kafka_ca_cert_file": ca_file(tmp_path),
+    }
+    assert_monitoring_refused(run_monitoring_preflight(tmp_path, variables), "SASL_SSL needs kafka_lag_exporter_kafka_sasl_username")
 
 
-def test_a_provided_ca_that_does_not_exist_is_refused(tmp_path):
-    extra = secure(tmp_path, kafka_tls_ca_source="provided", kafka_tls_ca_cert_file=str(tmp_path / "missing-ca.crt"))
-    result = run_preflight(write_inventory(tmp_path, THREE, extra=extra))
-    assert_refused(result, "kafka_tls_ca_source=provided needs the CA certificate")
+def test_monitoring_with_web_auth_passes_and_never_prints_passwords(tmp_path):
+    variables = {
+        "prometheus_web_auth_enabled": True,
+        "prometheus_web_auth_password": SECRET,
+        "alertmanager_web_auth_enabled": True,
+        "alertmanager_web_auth_password": SECRET + "-am",
+    }
+    result = run_monitoring_preflight(tmp_path, variables)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    assert SECRET not in result.stdout + result.stderr
+    assert GOOD["grafana_admin_password"] not in result.stdout + result.stderr
 
 
-def test_a_tls_directory_inside_the_inventory_is_refused(tmp_path):
-    result = run_preflight(write_inventory(tmp_path, THREE, extra=secure(tmp_path, kafka_tls_dir=str(tmp_path / "certs"))))
-    assert_refused(result, "is inside the inventory directory")
+def test_prometheus_web_auth_without_password_is_refused(tmp_path):
+    result = run_monitoring_preflight(tmp_path, {"prometheus_web_auth_enabled": True})
+    message = "prometheus_web_auth_enabled is true on m1 but prometheus_web_auth_username or prometheus_web_auth_password is empty"
+    assert_monitoring_refused(result, message)
 
 
-def test_switching_a_running_plaintext_cluster_is_refused_unless_allowed(tmp_path):
-    etc = tmp_path / "etc-kafka"
-    etc.mkdir()
-    (etc / "server.properties").write_text("listener.security.protocol.map=INTERNAL:PLAINTEXT,CLIENT:PLAINTEXT,CONTROLLER:PLAINTEXT\n")
-    inventory = write_inventory(tmp_path, THREE, extra=secure(tmp_path))
-    assert_refused(run_preflight(inventory), "runs Kafka with PLAINTEXT listeners, but kafka_security_protocol is SASL_SSL")
-    allowed = run_preflight(inventory, {"kafka_security_allow_migration": True})
-    assert allowed.returncode == 0, allowed.stdout[-3000:]
+def test_alertmanager_web_auth_without_password_is_refused(tmp_path):
+    result = run_monitoring_preflight(tmp_path, {"alertmanager_web_auth_enabled": True})
+    # Prometheus' preflight runs first and already misses the password it would send.
+    assert_monitoring_refused(result, "prometheus_alertmanager_auth_password (default: alertmanager_web_auth_password) is empty on m1")
+    result = run_monitoring_preflight(tmp_path, {"alertmanager_web_auth_enabled": True, "prometheus_alertmanager_auth_password": "x"})
+    assert_monitoring_refused(result, "alertmanager_web_auth_enabled is true on m1 but alertmanager_web_auth_username or")
+
+
+def test_grafana_datasource_auth_without_password_is_refused(tmp_path):
+    result = run_monitoring_preflight(tmp_path, {"grafana_datasource_basic_auth": True})
+    assert_monitoring_refused(result, "grafana_datasource_basic_auth is true on m1 but grafana_datasource_basic_auth_username")
