@@ -132,3 +132,14 @@ def test_lag_exporter_without_the_password_refuses_to_start(secure_kafka):
     )
     assert done.returncode != 0
     assert "CELERY_KAFKA_SASL_PASSWORD" in done.stderr
+
+
+def test_dead_letter_cli_reads_over_sasl_ssl_with_the_same_variables(secure_kafka):
+    command = [sys.executable, "-m", "celery_kafka.cli", f"--brokers={secure_kafka.bootstrap}", "list"]
+    listed = subprocess.run(command, env={**os.environ, **secure_kafka.environ}, capture_output=True, text=True, timeout=120)
+    assert listed.returncode == 0, listed.stderr[-2000:]
+    assert listed.stdout.startswith("LETTER")
+    no_password = {key: value for key, value in {**os.environ, **secure_kafka.environ}.items() if key != "CELERY_KAFKA_SASL_PASSWORD"}
+    refused = subprocess.run(command, env=no_password, capture_output=True, text=True, timeout=120)
+    assert refused.returncode != 0
+    assert "CELERY_KAFKA_SASL_PASSWORD" in refused.stderr
