@@ -39,7 +39,12 @@ USERS = {
     SETTINGS["secure_celery_kafka_username"]: SETTINGS["secure_celery_kafka_password"],
     SETTINGS["secure_lag_exporter_kafka_username"]: SETTINGS["secure_lag_exporter_kafka_password"],
 }
-PASSWORDS = [*USERS.values(), SETTINGS["kafka_sasl_inter_broker_password"]]
+MONITORING = yaml.safe_load((SCENARIO / "group_vars" / "monitoring" / "auth.yml").read_text()) or {}
+PASSWORDS = [
+    *USERS.values(),
+    SETTINGS["kafka_sasl_inter_broker_password"],
+    *(value for key, value in MONITORING.items() if key.endswith("_password") and value),
+]
 
 
 def host(name: str):
