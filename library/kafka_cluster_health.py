@@ -31,7 +31,12 @@ options:
     type: path
     default: /usr/bin/java
   command_config:
-    description: Client properties file for secured listeners.
+    description: Client properties file for the brokers' secured listener (passed as --command-config).
+    type: path
+  controller_command_config:
+    description:
+      - Client properties file for the controllers' listener (mutual TLS, for instance).
+      - Defaults to O(command_config).
     type: path
   expected_voters:
     description: Number of voters the quorum must have.
@@ -80,6 +85,7 @@ from ansible.module_utils.kafka_cli import (
     parse_quorum_replication,
     parse_quorum_status,
     parse_topic_describe,
+    with_command_config,
 )
 
 
@@ -91,6 +97,7 @@ def main() -> None:
             "kafka_home": {"type": "path", "required": True},
             "java": {"type": "path", "default": "/usr/bin/java"},
             "command_config": {"type": "path"},
+            "controller_command_config": {"type": "path"},
             "expected_voters": {"type": "int"},
             "require_node": {"type": "int"},
             "max_lag": {"type": "int", "default": 100},
@@ -99,10 +106,12 @@ def main() -> None:
     )
     params = module.params
     problems: list[str] = []
-    secured = ["--command-config", params["command_config"]] if params["command_config"] else []
+    controller_config = params["controller_command_config"] or params["command_config"]
 
     def tool(main_class: str, args: list[str]) -> str | None:
-        rc, out, err = module.run_command(java_tool_argv(params["java"], params["kafka_home"], main_class, args + secured))
+        config = controller_config if main_class == QUORUM_COMMAND else params["command_config"]
+        argv = java_tool_argv(params["java"], params["kafka_home"], main_class, with_command_config(args, config))
+        rc, out, err = module.run_command(argv)
         if rc != 0:
             problems.append(f"{main_class} {' '.join(args)} failed (rc={rc}): {(err or out).strip()[-400:]}")
             return None

@@ -88,13 +88,13 @@ from ansible.module_utils.kafka_cli import (
     parse_config_describe,
     parse_topic_describe,
     plan_topic,
+    with_command_config,
 )
 
 
 def run_tool(module: AnsibleModule, main_class: str, args: list[str]) -> str:
     params = module.params
-    if params["command_config"]:
-        args = [*args, "--command-config", params["command_config"]]
+    args = with_command_config(args, params["command_config"])
     argv = java_tool_argv(params["java"], params["kafka_home"], main_class, ["--bootstrap-server", params["bootstrap_servers"], *args])
     rc, out, err = module.run_command(argv)
     if rc != 0:

@@ -24,6 +24,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from celery_kafka.deadletter import DeadLetter
 from celery_kafka.envelope import PARTITION_KEY_HEADER, REPLAY_COUNT_HEADER
+from celery_kafka.security import SecurityConfigError
 from celery_kafka.settings import WorkerEnvironment
 
 RESOLUTION_KIND = "resolution"
@@ -47,8 +48,15 @@ class DeadLetterTopic:
     entries: dict[str, Entry] = field(default_factory=dict)
 
     @classmethod
-    def read(cls, bootstrap: str, topic: str, timeout: float = 30) -> DeadLetterTopic:
-        consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "celery-kafka-dlq-reader", "enable.auto.commit": False})
+    def read(cls, bootstrap: str, topic: str, timeout: float = 30, client_config: dict[str, str] | None = None) -> DeadLetterTopic:
+        consumer = Consumer(
+            {
+                **(client_config or {}),
+                "bootstrap.servers": bootstrap,
+                "group.id": "celery-kafka-dlq-reader",
+                "enable.auto.commit": False,
+            }
+        )
         try:
             metadata = consumer.list_topics(topic, timeout=timeout).topics[topic]
             if metadata.error is not None:
@@ -158,12 +166,16 @@ def main(argv: list[str] | None = None) -> int:
             command.add_argument("--force", action="store_true")
     args = parser.parse_args(argv)
 
-    env = WorkerEnvironment.from_environ()
+    try:
+        env = WorkerEnvironment.from_environ()
+    except SecurityConfigError as error:
+        parser.error(str(error))
     if args.brokers:
         env = WorkerEnvironment(**{**env.__dict__, "brokers": args.brokers.split(",")})
     if args.topic:
         env = WorkerEnvironment(**{**env.__dict__, "dead_letter_topic": args.topic})
-    topic = DeadLetterTopic.read(",".join(env.brokers), env.dead_letter_topic)
+    # The same security settings (CELERY_KAFKA_SECURITY_PROTOCOL, ...) as the workers: reading here, sending via the app.
+    topic = DeadLetterTopic.read(",".join(env.brokers), env.dead_letter_topic, client_config=env.kafka_client_config())
 
     if args.command == "list":
         print(f"{'LETTER':<10} {'STATUS':<9} {'KIND':<17} {'TASK':<32} {'KEY':<14} {'RETRIES':>7} {'REPLAYS':>7}  REASON")

@@ -26,6 +26,8 @@ from prometheus_client import start_http_server
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector, CollectorRegistry
 
+from celery_kafka.security import KafkaSecurity, SecurityConfigError
+
 logger = logging.getLogger("kafka_lag_exporter")
 
 
@@ -75,8 +77,16 @@ def group_lags(offsets: dict[tuple[str, int], PartitionOffsets], committed: dict
 class KafkaOffsets:
     """Reads topic end offsets and the groups' committed offsets with one admin client."""
 
-    def __init__(self, bootstrap: str, timeout: float, group_pattern: re.Pattern[str], topic_pattern: re.Pattern[str]) -> None:
-        self.admin = AdminClient({"bootstrap.servers": bootstrap, "client.id": "kafka-lag-exporter"})
+    def __init__(
+        self,
+        bootstrap: str,
+        timeout: float,
+        group_pattern: re.Pattern[str],
+        topic_pattern: re.Pattern[str],
+        client_config: dict[str, str] | None = None,
+    ) -> None:
+        # client_config: security settings (KafkaSecurity.client_config), the same as the workers use.
+        self.admin = AdminClient({**(client_config or {}), "bootstrap.servers": bootstrap, "client.id": "kafka-lag-exporter"})
         self.timeout = timeout
         self.group_pattern = group_pattern
         self.topic_pattern = topic_pattern
@@ -184,7 +194,15 @@ class LagCollector(Collector):
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="kafka-lag-exporter", description=__doc__.split("\n\n", 1)[0])
+    parser = argparse.ArgumentParser(
+        prog="kafka-lag-exporter",
+        description=__doc__.split("\n\n", 1)[0],
+        epilog=(
+            "Security comes from the environment, as for the workers: CELERY_KAFKA_SECURITY_PROTOCOL (PLAINTEXT, SSL, "
+            "SASL_PLAINTEXT, SASL_SSL), CELERY_KAFKA_SASL_MECHANISM, CELERY_KAFKA_SASL_USERNAME, CELERY_KAFKA_SASL_PASSWORD, "
+            "CELERY_KAFKA_SSL_CA_LOCATION. The password is never a command-line option (it would show in ps)."
+        ),
+    )
     parser.add_argument("--bootstrap-servers", required=True, help="host:port[,host:port...] of the brokers")
     parser.add_argument("--listen-address", default="0.0.0.0", help="address to serve /metrics on")
     parser.add_argument("--port", type=int, default=9308, help="port to serve /metrics on (kafka_exporter's port)")
@@ -198,11 +216,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=args.log_level, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        security = KafkaSecurity.from_environ()
+    except SecurityConfigError as error:
+        raise SystemExit(f"kafka-lag-exporter: {error}") from None
     registry = CollectorRegistry()
-    offsets = KafkaOffsets(args.bootstrap_servers, args.timeout, re.compile(args.group_regex), re.compile(args.topic_regex))
+    offsets = KafkaOffsets(
+        args.bootstrap_servers, args.timeout, re.compile(args.group_regex), re.compile(args.topic_regex), security.client_config()
+    )
     registry.register(LagCollector(offsets))
     server, thread = start_http_server(args.port, addr=args.listen_address, registry=registry)
-    logger.info("serving consumer lag of %s on %s:%d/metrics", args.bootstrap_servers, args.listen_address, args.port)
+    logger.info(
+        "serving consumer lag of %s (%s) on %s:%d/metrics", args.bootstrap_servers, security.protocol, args.listen_address, args.port
+    )
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())

@@ -4,12 +4,19 @@ The brokers run from a Kafka release archive (the one `make artifacts` assembles
 as one or more combined (broker+controller) KRaft nodes on free loopback ports; with 3 or more nodes, topics get
 replication factor 3 and min.insync.replicas 2, as the Ansible kafka_topics role declares them. Workers are real
 `celery worker` processes bound to one partition each, started exactly as the systemd unit starts them.
+
+With `secure=True` the client listener is SASL_SSL with SCRAM-SHA-512, as the Ansible role configures it: a throwaway
+CA and a broker certificate (for 127.0.0.1) are generated into the working directory, and the SCRAM user is created
+when the storage is formatted (`--add-scram`). The controller listener stays PLAINTEXT on loopback.
 """
 
 from __future__ import annotations
 
+import datetime
+import ipaddress
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -44,6 +51,53 @@ def wait_for_port(port: int, timeout: float = 60) -> None:
     raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout} s")
 
 
+def write_test_pki(directory: Path, host: str = "127.0.0.1") -> tuple[Path, Path]:
+    """A throwaway CA (ca.pem) and a broker key and certificate chain for `host` (broker.pem, PKCS#8 key first)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localkafka test CA")])
+    ca_cert = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host)]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(host)), x509.DNSName("localhost")]), critical=False)
+        .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    pem = serialization.Encoding.PEM
+    ca_path, broker_path = directory / "ca.pem", directory / "broker.pem"
+    ca_path.write_bytes(ca_cert.public_bytes(pem))
+    broker_path.write_bytes(
+        key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+        + cert.public_bytes(pem)
+        + ca_cert.public_bytes(pem)
+    )
+    broker_path.chmod(0o600)
+    return ca_path, broker_path
+
+
 class LocalKafka:
     """Context manager: `nodes` KRaft nodes (broker and controller each) with the task and dead-letter topics, and
     any `extra_topics` ({name: partitions}), created."""
@@ -55,6 +109,9 @@ class LocalKafka:
         workdir: Path | None = None,
         nodes: int = 1,
         extra_topics: dict[str, int] | None = None,
+        secure: bool = False,
+        sasl_username: str = "celery",
+        sasl_password: str | None = None,
     ) -> None:
         self.archive = archive
         self.task_partitions = task_partitions
@@ -64,6 +121,55 @@ class LocalKafka:
         self.processes: list[subprocess.Popen] = []
         self._logs: list = []
         self.bootstrap = ""
+        self.secure = secure
+        self.sasl_username = sasl_username
+        self.sasl_password = sasl_password or secrets.token_urlsafe(16)
+        self.ca_file: Path | None = None
+
+    @property
+    def environ(self) -> dict[str, str]:
+        """CELERY_KAFKA_* security variables a client or worker of this broker needs (none in plaintext mode)."""
+        if not self.secure:
+            return {}
+        return {
+            "CELERY_KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
+            "CELERY_KAFKA_SASL_MECHANISM": "SCRAM-SHA-512",
+            "CELERY_KAFKA_SASL_USERNAME": self.sasl_username,
+            "CELERY_KAFKA_SASL_PASSWORD": self.sasl_password,
+            "CELERY_KAFKA_SSL_CA_LOCATION": str(self.ca_file),
+        }
+
+    @property
+    def client_config(self) -> dict[str, str]:
+        """librdkafka settings of a client of this broker, bootstrap included."""
+        from celery_kafka.security import KafkaSecurity
+
+        return {"bootstrap.servers": self.bootstrap, **KafkaSecurity.from_environ(self.environ).client_config()}
+
+    def _listener_properties(self, client_port: int, controller_port: int) -> list[str]:
+        controller = f"CONTROLLER://127.0.0.1:{controller_port}"
+        if not self.secure:
+            return [
+                f"listeners=PLAINTEXT://127.0.0.1:{client_port},{controller}",
+                f"advertised.listeners=PLAINTEXT://127.0.0.1:{client_port}",
+                "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            ]
+        broker_pem = self.workdir / "broker.pem"
+        login = "org.apache.kafka.common.security.scram.ScramLoginModule required"
+        jaas = f'{login} username="{self.sasl_username}" password="{self.sasl_password}";'
+        return [
+            f"listeners=CLIENT://127.0.0.1:{client_port},{controller}",
+            f"advertised.listeners=CLIENT://127.0.0.1:{client_port}",
+            "listener.security.protocol.map=CLIENT:SASL_SSL,CONTROLLER:PLAINTEXT",
+            "inter.broker.listener.name=CLIENT",
+            "sasl.enabled.mechanisms=SCRAM-SHA-512",
+            "sasl.mechanism.inter.broker.protocol=SCRAM-SHA-512",
+            f"listener.name.client.scram-sha-512.sasl.jaas.config={jaas}",
+            "ssl.keystore.type=PEM",
+            f"ssl.keystore.location={broker_pem}",
+            "ssl.truststore.type=PEM",
+            f"ssl.truststore.location={self.ca_file}",
+        ]
 
     @property
     def process(self) -> subprocess.Popen | None:
@@ -82,10 +188,8 @@ class LocalKafka:
                 "process.roles=broker,controller",
                 f"node.id={node + 1}",
                 f"controller.quorum.voters={voters}",
-                f"listeners=PLAINTEXT://127.0.0.1:{client_port},CONTROLLER://127.0.0.1:{controller_ports[node]}",
-                f"advertised.listeners=PLAINTEXT://127.0.0.1:{client_port}",
+                *self._listener_properties(client_port, controller_ports[node]),
                 "controller.listener.names=CONTROLLER",
-                "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
                 f"log.dirs={self.workdir / f'data-{node + 1}'}",
                 f"offsets.topic.replication.factor={replication}",
                 f"transaction.state.log.replication.factor={replication}",
@@ -111,13 +215,16 @@ class LocalKafka:
         storage = [*tool, "kafka.tools.StorageTool"]
         cluster_id = subprocess.run([*storage, "random-uuid"], capture_output=True, text=True, check=True).stdout.strip()
         self.bootstrap = ",".join(f"127.0.0.1:{port}" for port in client_ports)
+        if self.secure:
+            self.ca_file, _ = write_test_pki(self.workdir)
         try:
             for node in range(self.nodes):
                 properties = self.workdir / f"server-{node + 1}.properties"
                 properties.write_text(self._properties(node, client_ports[node], controller_ports))
-                subprocess.run(
-                    [*storage, "format", "--cluster-id", cluster_id, "--config", str(properties)], capture_output=True, check=True
-                )
+                format_command = [*storage, "format", "--cluster-id", cluster_id, "--config", str(properties)]
+                if self.secure:
+                    format_command += ["--add-scram", f"SCRAM-SHA-512=[name={self.sasl_username},password={self.sasl_password}]"]
+                subprocess.run(format_command, capture_output=True, check=True)
                 log = (self.workdir / f"broker-{node + 1}.log").open("w")
                 self._logs.append(log)
                 self.processes.append(
@@ -144,7 +251,7 @@ class LocalKafka:
                 NewTopic("celery.tasks.dlq", 1, self.replication, config={**isr, "retention.ms": "604800000"}),
                 *(NewTopic(name, partitions, self.replication, config=isr) for name, partitions in self.extra_topics.items()),
             ]
-            admin = AdminClient({"bootstrap.servers": self.bootstrap})  # kept referenced until the futures resolve
+            admin = AdminClient(self.client_config)  # kept referenced until the futures resolve
             self._create_topics(admin, topics)
         except BaseException:
             self.__exit__(None, None, None)
@@ -194,6 +301,7 @@ class Worker:
         max_deliveries: int = 3,
         loglevel: str = "INFO",
         task_topic: str = "celery.tasks",
+        extra_env: dict[str, str] | None = None,
     ) -> None:
         self.partition = partition
         self.loglevel = loglevel
@@ -208,6 +316,8 @@ class Worker:
             "CELERY_KAFKA_RESULTS_FILE": str(self.results),
             "CELERY_KAFKA_MAX_DELIVERIES": str(max_deliveries),
             "CELERY_KAFKA_TASK_TIME_LIMIT": "60",
+            # Security settings (LocalKafka.environ), exactly as the systemd unit's EnvironmentFile gives them.
+            **(extra_env or {}),
         }
         self.process: subprocess.Popen | None = None
 

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+from celery_kafka.security import KafkaSecurity
 from celery_kafka.transport import SCHEME
 
 
@@ -20,6 +21,8 @@ class WorkerEnvironment:
     partition: int | None = None
     max_deliveries: int = 3
     task_time_limit: int = 300
+    # CELERY_KAFKA_SECURITY_PROTOCOL, _SASL_MECHANISM, _SASL_USERNAME, _SASL_PASSWORD, _SSL_CA_LOCATION.
+    security: KafkaSecurity = field(default_factory=KafkaSecurity)
 
     @classmethod
     def from_environ(cls, environ: dict[str, str] | None = None) -> WorkerEnvironment:
@@ -33,7 +36,12 @@ class WorkerEnvironment:
             partition=int(partition) if partition.strip() else None,
             max_deliveries=int(env.get("CELERY_KAFKA_MAX_DELIVERIES", cls.max_deliveries)),
             task_time_limit=int(env.get("CELERY_KAFKA_TASK_TIME_LIMIT", cls.task_time_limit)),
+            security=KafkaSecurity.from_environ(env),
         )
+
+    def kafka_client_config(self) -> dict[str, str]:
+        """librdkafka settings (security only) every client of this environment uses; bootstrap.servers comes apart."""
+        return self.security.client_config()
 
     @property
     def broker_url(self) -> str:
@@ -49,6 +57,8 @@ def celery_settings(env: WorkerEnvironment) -> dict[str, Any]:
             "dead_letter_topic": env.dead_letter_topic,
             "max_deliveries": env.max_deliveries,
             "wait_time_seconds": 1,
+            # Merged into every producer, consumer and admin client the transport creates.
+            "kafka_common_config": env.kafka_client_config(),
         },
         "broker_connection_retry_on_startup": True,
         # JSON only: a message can always be decoded (and dead-lettered, shown, replayed) without running code.

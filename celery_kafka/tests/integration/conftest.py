@@ -30,6 +30,15 @@ def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
+def secure_kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalKafka]:
+    """A second broker whose client listener is SASL_SSL with SCRAM-SHA-512 and a throwaway CA."""
+    if shutil.which("java") is None or not ARCHIVE.is_file():
+        pytest.skip(f"integration tests need java and {ARCHIVE} (make artifacts)")
+    with LocalKafka(ARCHIVE, TASK_PARTITIONS, tmp_path_factory.mktemp("secure-kafka"), secure=True) as broker:
+        yield broker
+
+
+@pytest.fixture(scope="session")
 def workers(kafka: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[int, Worker]]:
     workdir = tmp_path_factory.mktemp("workers")
     nodes = {partition: Worker(kafka, partition, workdir).start() for partition in range(TASK_PARTITIONS)}

@@ -1,0 +1,187 @@
+"""The clients and the monitoring stack with security on, checked from the Docker host.
+
+A keyed task sent from the controller over SASL_SSL runs on the worker node; the worker's and the lag exporter's
+credentials sit in root-only EnvironmentFiles and nowhere on a command line; the lag exporter reads offsets over
+SASL_SSL; Prometheus and Alertmanager answer 401 without their basic-auth credentials and 200 with them, while
+Prometheus itself scrapes and alerts with credentials; Grafana's rendered files keep anonymous access off and give
+its datasource basic auth.
+"""
+
+from __future__ import annotations
+
+import configparser
+import json
+import os
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+import testinfra
+import yaml
+
+from celery_kafka.app import create_app
+from celery_kafka.partitioning import partition_for_key
+from celery_kafka.security import KafkaSecurity
+from celery_kafka.settings import WorkerEnvironment
+from celery_kafka.tasks import send_keyed
+
+SCENARIO = Path(__file__).resolve().parents[1]
+BROKERS = ("secure-kafka1", "secure-kafka2", "secure-kafka3")
+WORKER = "secure-celery1"
+MONITOR = "secure-monitor1"
+RESULTS = "/var/lib/celery-worker/results.jsonl"
+CA = Path(os.environ.get("MOLECULE_EPHEMERAL_DIRECTORY", "/nonexistent")) / "kafka-tls" / "ca.crt"
+
+
+def scenario_vars(*parts: str) -> dict:
+    return yaml.safe_load(SCENARIO.joinpath("group_vars", *parts).read_text()) or {}
+
+
+SETTINGS = scenario_vars("all.yml")
+AUTH = scenario_vars("monitoring", "auth.yml")
+PROMETHEUS_AUTH = (AUTH["prometheus_web_auth_username"], AUTH["prometheus_web_auth_password"])
+ALERTMANAGER_AUTH = (AUTH["alertmanager_web_auth_username"], AUTH["alertmanager_web_auth_password"])
+SECRETS = [
+    SETTINGS["secure_celery_kafka_password"],
+    SETTINGS["secure_lag_exporter_kafka_password"],
+    PROMETHEUS_AUTH[1],
+    ALERTMANAGER_AUTH[1],
+]
+
+
+def host(name: str):
+    return testinfra.get_host(f"ansible://{name}", ansible_inventory=os.environ["MOLECULE_INVENTORY_FILE"])
+
+
+def address(name: str) -> str:
+    return host(name).check_output("hostname -I").split()[0]
+
+
+def poll(check: Callable[[], Any], timeout: float, message: str, interval: float = 2) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout} s waiting for {message}")
+
+
+@pytest.fixture(scope="module")
+def env() -> WorkerEnvironment:
+    security = KafkaSecurity(
+        protocol="SASL_SSL",
+        sasl_mechanism=SETTINGS["kafka_sasl_mechanism"],
+        sasl_username=SETTINGS["secure_celery_kafka_username"],
+        sasl_password=SETTINGS["secure_celery_kafka_password"],
+        ssl_ca_location=str(CA),
+    )
+    return WorkerEnvironment(brokers=[f"{address(name)}:9092" for name in BROKERS], security=security)
+
+
+@pytest.fixture(scope="module")
+def prometheus() -> str:
+    return f"http://{address(MONITOR)}:9090"
+
+
+@pytest.fixture(scope="module")
+def alertmanager() -> str:
+    return f"http://{address(MONITOR)}:9093"
+
+
+def test_keyed_task_sent_over_sasl_ssl_runs_on_the_worker(env):
+    run_id = uuid.uuid4().hex[:8]
+    key = f"secure-{run_id}"
+    assert partition_for_key(key, 1) == 0
+    send_keyed(create_app(env), "celery_kafka.demo.record", key, key, 0, run_id)
+    worker = host(WORKER)
+
+    def recorded() -> list[dict]:
+        rows = [json.loads(line) for line in worker.run(f"cat {RESULTS} 2>/dev/null").stdout.splitlines() if line.strip()]
+        return [row for row in rows if row.get("run_id") == run_id]
+
+    [row] = poll(recorded, timeout=120, message=f"task {key} recorded on {WORKER}")
+    assert (row["key"], row["partition"]) == (key, 0)
+
+
+@pytest.mark.parametrize(
+    ("name", "path"),
+    [(WORKER, "/etc/celery-worker/worker.env"), (MONITOR, "/etc/kafka-lag-exporter/exporter.env")],
+    ids=["worker", "lag-exporter"],
+)
+def test_environment_files_with_kafka_passwords_are_root_only(name, path):
+    node = host(name)
+    env_file = node.file(path)
+    assert env_file.exists
+    assert (env_file.user, env_file.group, env_file.mode) == ("root", "root", 0o600)
+    content = node.run(f"cat {path}").stdout
+    assert "CELERY_KAFKA_SECURITY_PROTOCOL=SASL_SSL" in content
+    assert "CELERY_KAFKA_SSL_CA_LOCATION=" in content
+    # Neither on a command line nor in the journal.
+    commands = node.check_output("ps -eo args")
+    journal = node.run("journalctl --no-pager -q -u 'celery-worker@*' -u kafka-lag-exporter").stdout
+    for secret in SECRETS:
+        assert secret not in commands
+        assert secret not in journal
+
+
+def test_lag_exporter_reads_offsets_over_sasl_ssl():
+    metrics = f"http://{address(MONITOR)}:9308/metrics"
+
+    def up() -> bool:
+        return "kafka_lag_exporter_up 1.0" in requests.get(metrics, timeout=30).text
+
+    poll(up, timeout=60, message="kafka_lag_exporter_up 1")
+    assert 'kafka_consumergroup_lag{consumergroup="celery.tasks.workers"' in requests.get(metrics, timeout=30).text
+
+
+@pytest.mark.parametrize("service", ["prometheus", "alertmanager"])
+def test_web_api_needs_basic_auth(service, prometheus, alertmanager):
+    base, credentials, path = {
+        "prometheus": (prometheus, PROMETHEUS_AUTH, "/api/v1/status/buildinfo"),
+        "alertmanager": (alertmanager, ALERTMANAGER_AUTH, "/api/v2/status"),
+    }[service]
+    assert requests.get(base + path, timeout=10).status_code == 401
+    assert requests.get(base + path, auth=(credentials[0], "not-the-password"), timeout=10).status_code == 401
+    assert requests.get(base + path, auth=credentials, timeout=10).status_code == 200
+
+
+def test_prometheus_scrapes_itself_and_alertmanager_with_credentials(prometheus):
+    def targets() -> dict[str, str] | None:
+        active = requests.get(f"{prometheus}/api/v1/targets", auth=PROMETHEUS_AUTH, timeout=10).json()["data"]["activeTargets"]
+        health = {
+            target["labels"]["job"]: target["health"] for target in active if target["labels"]["job"] in {"prometheus", "alertmanager"}
+        }
+        return health if set(health.values()) == {"up"} and len(health) == 2 else None
+
+    poll(targets, timeout=90, message="jobs prometheus and alertmanager up")
+    answer = requests.get(f"{prometheus}/api/v1/alertmanagers", auth=PROMETHEUS_AUTH, timeout=10).json()
+    assert answer["data"]["activeAlertmanagers"], answer
+
+
+def test_web_configs_hold_hashes_only():
+    node = host(MONITOR)
+    for path in ("/etc/prometheus/web.yml", "/etc/prometheus/alertmanager-web.yml"):
+        web = node.file(path)
+        assert web.exists and web.mode == 0o640 and web.user == "root"
+        content = node.run(f"cat {path}").stdout
+        assert "$2b$" in content
+        assert not any(secret in content for secret in SECRETS)
+    prometheus_yml = node.run("cat /etc/prometheus/prometheus.yml").stdout
+    assert "password_file" in prometheus_yml and not any(secret in prometheus_yml for secret in SECRETS)
+
+
+def test_grafana_rendered_files_keep_anonymous_off_and_use_basic_auth():
+    node = host(MONITOR)
+    ini = configparser.ConfigParser(interpolation=None)
+    ini.read_string(node.run("cat /etc/grafana/grafana.ini").stdout)
+    assert ini["auth.anonymous"]["enabled"] == "false"
+    [source] = yaml.safe_load(node.run("cat /etc/grafana/provisioning/datasources/prometheus.yml").stdout)["datasources"]
+    assert (source["basicAuth"], source["basicAuthUser"]) == (True, PROMETHEUS_AUTH[0])
+    assert source["secureJsonData"]["basicAuthPassword"] == PROMETHEUS_AUTH[1]
+    datasource = node.file("/etc/grafana/provisioning/datasources/prometheus.yml")
+    assert datasource.mode & 0o007 == 0, "the datasource file holds a password: not world-readable"
