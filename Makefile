@@ -15,7 +15,7 @@ export ANSIBLE_FORCE_COLOR := 0
 
 KAFKA_VERSION        ?= 4.3.1
 JMX_EXPORTER_VERSION ?= 1.0.1
-SCENARIOS            ?= default kafka kafka_dedicated celery monitoring chaos
+SCENARIOS            ?= default kafka kafka_dedicated celery monitoring chaos secure
 
 .PHONY: help
 help: ## List targets
