@@ -426,8 +426,8 @@ class Channel(confluentkafka.Channel):
 
         A commit supersedes the partition's deferred ack (its offset is the same or later); with nothing new to
         commit, the deferred ack is stored now."""
-        commit = commit or self._deferred_ack_commits.pop((topic, partition), None)
-        self._deferred_ack_commits.pop((topic, partition), None)
+        deferred = self._deferred_ack_commits.pop((topic, partition), None)
+        commit = commit or deferred
         if commit is None:
             return
         if commit.attempt is None:
