@@ -1,4 +1,4 @@
-"""Verify monitoring against the live stack: targets, rules, every dashboard query, the lag alert end to end, Grafana.
+"""Monitoring against the live stack: targets, rules, every dashboard query, the lag alert end to end, Grafana.
 
 Prometheus and Alertmanager are queried over HTTP from the controller (container addresses); tasks are sent through
 the brokers' CLIENT listeners. The scenario's inventory shortens the lag alert to 20 s and scrapes every 5 s.
@@ -8,27 +8,23 @@ Tests run in file order: the lag-alert test stops and restarts the workers, so i
 from __future__ import annotations
 
 import json
-import os
 import time
 import uuid
-from collections.abc import Callable
 from typing import Any
 
 import pytest
 import requests
-import testinfra
 import yaml
 
-from celery_kafka.app import create_app
-from celery_kafka.localkafka import wait_until
 from celery_kafka.partitioning import partition_for_key
-from celery_kafka.settings import WorkerEnvironment
 from celery_kafka.tasks import send_keyed
+from verify_support import address, client, host, inventory, poll
 
-BROKERS = ["kafka1", "kafka2", "kafka3"]
-WORKERS = {"celery1": 0, "celery2": 1, "celery3": 2}
-MONITOR = "monitor1"
-ALL_HOSTS = [*BROKERS, *WORKERS, MONITOR]
+TOPOLOGY = inventory()
+BROKERS = TOPOLOGY.brokers
+WORKERS = TOPOLOGY.workers
+MONITOR = TOPOLOGY.monitor
+ALL_HOSTS = TOPOLOGY.group("all")
 DASHBOARDS_DIR = "/var/lib/grafana/dashboards/kafka-celery-stack"
 PROVISIONING = "/etc/grafana/provisioning"
 EXPECTED_ALERTS = {
@@ -45,32 +41,19 @@ EXPECTED_ALERTS = {
 LAG_TASKS = 1100
 
 
-def host(name: str):
-    return testinfra.get_host(f"ansible://{name}", ansible_inventory=os.environ["MOLECULE_INVENTORY_FILE"])
+@pytest.fixture(scope="module")
+def prometheus() -> str:
+    return f"http://{address(MONITOR)}:9090"
 
 
-@pytest.fixture(scope="session")
-def hosts() -> dict:
-    return {name: host(name) for name in ALL_HOSTS}
+@pytest.fixture(scope="module")
+def alertmanager() -> str:
+    return f"http://{address(MONITOR)}:9093"
 
 
-def address(node) -> str:
-    return node.interface("eth0").addresses[0]
-
-
-@pytest.fixture(scope="session")
-def prometheus(hosts) -> str:
-    return f"http://{address(hosts[MONITOR])}:9090"
-
-
-@pytest.fixture(scope="session")
-def alertmanager(hosts) -> str:
-    return f"http://{address(hosts[MONITOR])}:9093"
-
-
-@pytest.fixture(scope="session")
-def client(hosts):
-    return create_app(WorkerEnvironment(brokers=[f"{address(hosts[name])}:9092" for name in BROKERS]))
+@pytest.fixture(scope="module")
+def app():
+    return client()
 
 
 def api(url: str, **params: str) -> Any:
@@ -84,10 +67,6 @@ def query(prometheus: str, expr: str) -> list[dict]:
     return api(f"{prometheus}/api/v1/query", query=expr)["result"]
 
 
-def poll(check: Callable[[], Any], timeout: float, message: str, interval: float = 2) -> Any:
-    return wait_until(check, timeout=timeout, interval=interval, message=message)
-
-
 def test_every_target_is_up(prometheus):
     expected_jobs = {"prometheus", "kafka", "celery_workers", "kafka_lag", "node", "alertmanager"}
 
@@ -96,7 +75,7 @@ def test_every_target_is_up(prometheus):
         down = [(t["labels"]["job"], t["labels"]["instance"], t.get("lastError")) for t in targets if t["health"] != "up"]
         return targets if targets and not down else None
 
-    targets = poll(all_up, 120, "every Prometheus target up")
+    targets = poll(all_up, timeout=120, message="every Prometheus target up")
     by_job: dict[str, set[str]] = {}
     for target in targets:
         by_job.setdefault(target["labels"]["job"], set()).add(target["labels"]["instance"])
@@ -123,14 +102,14 @@ def test_prometheus_sends_alerts_to_alertmanager(prometheus):
     assert [am["url"] for am in active] == [f"http://{MONITOR}:9093/api/v2/alerts"]
 
 
-def generate_task_traffic(client, run_id: str) -> None:
+def generate_task_traffic(app, run_id: str) -> None:
     """Successes on every partition, a retried task, and a task that fails for good (a dead letter)."""
     for partition in WORKERS.values():
         key = next(f"traffic-{run_id}-{n}" for n in range(1000) if partition_for_key(f"traffic-{run_id}-{n}", len(WORKERS)) == partition)
         for sequence in range(5):
-            send_keyed(client, "celery_kafka.demo.record", key, key, sequence, run_id)
-    send_keyed(client, "celery_kafka.demo.flaky", f"flaky-{run_id}", f"flaky-{run_id}", 1, run_id)
-    send_keyed(client, "celery_kafka.demo.always_fails", f"fails-{run_id}", f"fails-{run_id}", run_id)
+            send_keyed(app, "celery_kafka.demo.record", key, key, sequence, run_id)
+    send_keyed(app, "celery_kafka.demo.flaky", f"flaky-{run_id}", f"flaky-{run_id}", 1, run_id)
+    send_keyed(app, "celery_kafka.demo.always_fails", f"fails-{run_id}", f"fails-{run_id}", run_id)
 
 
 def dashboard_queries(monitor) -> list[tuple[str, str, str]]:
@@ -145,12 +124,12 @@ def dashboard_queries(monitor) -> list[tuple[str, str, str]]:
     return found
 
 
-def test_every_dashboard_query_returns_data(hosts, prometheus, client):
-    generate_task_traffic(client, uuid.uuid4().hex[:8])
+def test_every_dashboard_query_returns_data(prometheus, app):
+    generate_task_traffic(app, uuid.uuid4().hex[:8])
     # The failure, retry and dead-letter series exist once those tasks ran; rates need two scrapes of them.
     poll(lambda: query(prometheus, "celery_kafka_tasks_dead_lettered_total"), 120, "the dead-letter counter in Prometheus")
     time.sleep(15)
-    expressions = dashboard_queries(hosts[MONITOR])
+    expressions = dashboard_queries(host(MONITOR))
     assert len(expressions) >= 40
     empty: list[tuple[str, str, str]] = []
     for board, panel, expr in expressions:
@@ -167,15 +146,15 @@ def alert_state(prometheus: str, name: str) -> set[str]:
     return {alert["state"] for alert in api(f"{prometheus}/api/v1/alerts")["alerts"] if alert["labels"]["alertname"] == name}
 
 
-def test_lag_alert_goes_pending_then_firing_and_reaches_alertmanager(hosts, prometheus, alertmanager, client):
+def test_lag_alert_goes_pending_then_firing_and_reaches_alertmanager(prometheus, alertmanager, app):
     run_id = uuid.uuid4().hex[:8]
     key = next(f"lag-{run_id}-{n}" for n in range(1000) if partition_for_key(f"lag-{run_id}-{n}", len(WORKERS)) == 0)
     for name, partition in WORKERS.items():
-        hosts[name].run_expect([0], f"systemctl stop celery-worker@{partition}")
+        host(name).run_expect([0], f"systemctl stop celery-worker@{partition}")
     started = time.monotonic()
     try:
         for sequence in range(LAG_TASKS):
-            send_keyed(client, "celery_kafka.demo.record", key, key, sequence, run_id)
+            send_keyed(app, "celery_kafka.demo.record", key, key, sequence, run_id)
         timeline: dict[str, float] = {}
 
         def reached(state: str):
@@ -200,13 +179,13 @@ def test_lag_alert_goes_pending_then_firing_and_reaches_alertmanager(hosts, prom
         print(f"\nlag alert after stopping the workers and queueing {LAG_TASKS} tasks: {timeline} (seconds)")
     finally:
         for name, partition in WORKERS.items():
-            hosts[name].run_expect([0], f"systemctl start celery-worker@{partition}")
+            host(name).run_expect([0], f"systemctl start celery-worker@{partition}")
     # The restarted owner of partition 0 works the backlog off and the alert clears.
     poll(lambda: not alert_state(prometheus, "KafkaConsumerLagHigh") or None, 180, "the lag alert to clear")
 
 
-def test_grafana_provisioning_is_rendered(hosts):
-    monitor = hosts[MONITOR]
+def test_grafana_provisioning_is_rendered():
+    monitor = host(MONITOR)
     datasources = yaml.safe_load(monitor.file(f"{PROVISIONING}/datasources/prometheus.yml").content_string)
     [datasource] = datasources["datasources"]
     assert (datasource["type"], datasource["uid"], datasource["url"]) == ("prometheus", "prometheus", "http://127.0.0.1:9090")

@@ -12,15 +12,11 @@ from __future__ import annotations
 import configparser
 import json
 import os
-import time
 import uuid
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 import requests
-import testinfra
 import yaml
 
 from celery_kafka.app import create_app
@@ -28,6 +24,7 @@ from celery_kafka.partitioning import partition_for_key
 from celery_kafka.security import KafkaSecurity
 from celery_kafka.settings import WorkerEnvironment
 from celery_kafka.tasks import send_keyed
+from verify_support import address, host, poll
 
 SCENARIO = Path(__file__).resolve().parents[1]
 BROKERS = ("secure-kafka1", "secure-kafka2", "secure-kafka3")
@@ -51,24 +48,6 @@ SECRETS = [
     PROMETHEUS_AUTH[1],
     ALERTMANAGER_AUTH[1],
 ]
-
-
-def host(name: str):
-    return testinfra.get_host(f"ansible://{name}", ansible_inventory=os.environ["MOLECULE_INVENTORY_FILE"])
-
-
-def address(name: str) -> str:
-    return host(name).check_output("hostname -I").split()[0]
-
-
-def poll(check: Callable[[], Any], timeout: float, message: str, interval: float = 2) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout} s waiting for {message}")
 
 
 @pytest.fixture(scope="module")

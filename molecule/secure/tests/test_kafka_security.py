@@ -5,22 +5,19 @@ mutual TLS on the controller listener, secrets kept out of logs and file permiss
 from __future__ import annotations
 
 import os
-import re
 import socket
 import ssl
-import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
 
 import pytest
-import testinfra
 import yaml
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
-REPO = Path(__file__).resolve().parents[3]
+from verify_support import address, changed_hosts, host, recap, run_playbook
+
 SCENARIO = Path(__file__).resolve().parents[1]
 BROKERS = ("secure-kafka1", "secure-kafka2", "secure-kafka3")
 CLIENT_PORT = 9092
@@ -47,13 +44,9 @@ PASSWORDS = [
 ]
 
 
-def host(name: str):
-    return testinfra.get_host(f"ansible://{name}", ansible_inventory=os.environ["MOLECULE_INVENTORY_FILE"])
-
-
 @pytest.fixture(scope="module")
 def addresses() -> dict[str, str]:
-    return {name: host(name).check_output("hostname -I").split()[0] for name in BROKERS}
+    return {name: address(name) for name in BROKERS}
 
 
 @pytest.fixture(scope="module")
@@ -183,31 +176,11 @@ def test_node_files_holding_secrets_are_private():
     assert "listener.security.protocol.map=INTERNAL:SASL_SSL,CLIENT:SASL_SSL,CONTROLLER:SSL" in server.content_string
 
 
-def run_site(*args: str) -> subprocess.CompletedProcess:
-    env = {
-        **{name: value for name, value in os.environ.items() if name not in ("ANSIBLE_FORCE_COLOR", "PY_COLORS")},
-        "ANSIBLE_ROLES_PATH": str(REPO / "roles"),
-        "ANSIBLE_LIBRARY": str(REPO / "library"),
-        "ANSIBLE_MODULE_UTILS": str(REPO / "module_utils"),
-        "KCS_ARTIFACT_DIR": str(REPO / ".cache" / "artifacts"),
-        "MOLECULE_PROJECT_DIRECTORY": str(REPO),
-        "ANSIBLE_NOCOLOR": "1",
-    }
-    inventory = str(Path(os.environ["MOLECULE_INVENTORY_FILE"]).parent)
-    command = [str(Path(sys.executable).parent / "ansible-playbook"), "-i", inventory, str(REPO / "site.yml"), *args]
-    started = time.monotonic()
-    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=1800, check=False)
-    print(f"\nsite.yml {' '.join(args)}: exit {result.returncode} in {time.monotonic() - started:.0f} s")
-    return result
-
-
 def test_check_mode_changes_nothing_and_prints_no_password():
-    result = run_site("--check", "--diff", "-v")
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, output[-4000:]
-    recap = output.rsplit("PLAY RECAP", 1)[-1]
-    changed = {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\S+)\s*:.*?changed=(\d+)", recap, re.MULTILINE)}
-    assert set(changed) >= set(BROKERS)
-    assert {name: count for name, count in changed.items() if count} == {}
-    leaked = [password for password in PASSWORDS if password in output]
+    result = run_playbook("site.yml", "--check", "--diff", "-v")
+    printed = result.stdout + result.stderr
+    assert result.returncode == 0, printed[-4000:]
+    assert set(recap(result)) >= set(BROKERS)
+    assert changed_hosts(result) == {}
+    leaked = [password for password in PASSWORDS if password in printed]
     assert leaked == [], "passwords printed by ansible-playbook -v"

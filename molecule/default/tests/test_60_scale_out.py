@@ -1,0 +1,35 @@
+"""Scale-out, last because it changes the topology: the spare container joins the inventory as a fourth worker
+node, and playbooks/celery.yml raises the task topic to 4 partitions before the new node starts on partition 3."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+
+from celery_kafka.tasks import send_keyed
+from verify_support import TASK_TOPIC, admin, client, host, inventory, key_on, poll, records, run_playbook
+
+SPARE = inventory().group("celery_spare")[0]
+
+
+def test_a_fourth_worker_in_the_inventory_gets_partition_3(tmp_path):
+    app = client()
+    # The long-lived client sends a task first, so it holds metadata of the 3-partition topic.
+    run_id = uuid.uuid4().hex[:8]
+    send_keyed(app, "celery_kafka.demo.record", "warm-up", "warm-up", 0, run_id)
+    extra = tmp_path / "fourth-worker.yml"
+    extra.write_text(json.dumps({"all": {"children": {"celery_workers": {"hosts": {SPARE: {"celery_worker_partition": 3}}}}}}))
+    run = run_playbook("playbooks/celery.yml", inventories=(str(extra),))
+    assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]
+    assert "raise celery.tasks partitions from 3 to 4" in run.stdout
+    assert len(admin().list_topics(TASK_TOPIC, timeout=10).topics[TASK_TOPIC].partitions) == 4
+    assert host(SPARE).service("celery-worker@3").is_running
+    # The long-lived client that sent the earlier task picks up the new partition by itself, within the transport's
+    # metadata refresh interval (30 s), without a restart.
+    time.sleep(35)
+    key = key_on(3, partitions=4, prefix="fourth")
+    for seq in range(5):
+        send_keyed(app, "celery_kafka.demo.record", key, key, seq, run_id)
+    rows = poll(lambda: (lambda r: r if len(r) >= 5 else None)(records(host(SPARE), run_id)), timeout=120, message="tasks on partition 3")
+    assert {row["partition"] for row in rows} == {3} and [row["seq"] for row in rows] == list(range(5))

@@ -1,0 +1,401 @@
+"""What every scenario's verifier needs, in one place: the scenario's inventory, host access, container addresses,
+playbook runs, polling, and the Kafka and worker helpers.
+
+Molecule puts this directory on PYTHONPATH (.config/molecule/config.yml). Nothing here assumes a topology: hosts,
+node ids and partitions come from the scenario's own inventory, read once with ansible-inventory.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from functools import cache
+from pathlib import Path
+from typing import Any, TypeVar
+
+import testinfra
+from testinfra.host import Host
+
+REPO = Path(__file__).resolve().parents[2]
+INVENTORY_FILE = os.environ["MOLECULE_INVENTORY_FILE"]
+# The scenario's inventory directory: molecule's generated file plus the linked hosts.yml and group_vars.
+INVENTORY = str(Path(INVENTORY_FILE).parent)
+SCENARIO = os.environ["MOLECULE_SCENARIO_NAME"]
+NETWORK = f"kcs-{SCENARIO.replace('_', '-')}"
+BIN = Path(sys.executable).parent
+
+KAFKA_HOME = "/opt/kafka/current"
+CLIENT_PORT = 9092
+TASK_TOPIC = "celery.tasks"
+DLQ_TOPIC = "celery.tasks.dlq"
+WORKER_GROUP = "celery.tasks.workers"
+# Written by the example tasks (celery_kafka.demo.record): one JSON line per task run, in the order the node ran them.
+RESULTS = "/var/lib/celery-worker/results.jsonl"
+
+T = TypeVar("T")
+
+
+# --- The scenario's inventory -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Inventory:
+    groups: dict[str, list[str]]
+    hostvars: dict[str, dict[str, Any]]
+
+    def group(self, name: str) -> list[str]:
+        return self.groups.get(name, [])
+
+    @property
+    def brokers(self) -> list[str]:
+        return self.group("kafka")
+
+    @property
+    def controllers(self) -> list[str]:
+        """Dedicated controllers, or the brokers themselves in combined mode."""
+        return self.group("kafka_controller") or self.brokers
+
+    @property
+    def dedicated(self) -> bool:
+        return set(self.controllers) != set(self.brokers)
+
+    @property
+    def kafka_nodes(self) -> list[str]:
+        return self.brokers + [name for name in self.controllers if name not in self.brokers]
+
+    @property
+    def workers(self) -> dict[str, int]:
+        """Worker node -> the partition it owns."""
+        return {name: int(self.hostvars[name]["celery_worker_partition"]) for name in self.group("celery_workers")}
+
+    @property
+    def monitor(self) -> str:
+        return self.group("monitoring")[0]
+
+    def node_ids(self, names: list[str]) -> list[int]:
+        return sorted(int(self.hostvars[name]["kafka_node_id"]) for name in names)
+
+
+@cache
+def inventory() -> Inventory:
+    listing = json.loads(run([str(BIN / "ansible-inventory"), "-i", INVENTORY, "--list"], check=True).stdout)
+    hostvars = listing["_meta"]["hostvars"]
+    groups = {name: sorted(body.get("hosts", [])) for name, body in listing.items() if name != "_meta"}
+    return Inventory(groups, hostvars)
+
+
+# --- Hosts and addresses ------------------------------------------------------------------------------------------
+
+
+@cache
+def host(name: str) -> Host:
+    """A testinfra host reached the way the playbooks reach it (the scenario's inventory)."""
+    return testinfra.get_host(f"ansible://{name}", ansible_inventory=INVENTORY_FILE)
+
+
+@cache
+def address(container: str) -> str:
+    """The container's address on the scenario's network (fixed for its lifetime: create.yml pins a subnet)."""
+    template = f'{{{{(index .NetworkSettings.Networks "{NETWORK}").IPAddress}}}}'
+    return run(["docker", "inspect", container, "--format", template], check=True).stdout.strip()
+
+
+def bootstrap(port: int = CLIENT_PORT) -> str:
+    """The brokers' CLIENT listeners as the controller reaches them."""
+    return ",".join(f"{address(name)}:{port}" for name in inventory().brokers)
+
+
+def unit_property(node: Host, unit: str, name: str) -> str:
+    return node.run(f"systemctl show {unit} --property={name} --value").stdout.strip()
+
+
+# --- Commands and playbook runs -----------------------------------------------------------------------------------
+
+
+def run(command: list[str], check: bool = False, timeout: float = 120, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=check, env=env)
+
+
+def ansible_env(**extra: str) -> dict[str, str]:
+    """Molecule's environment (roles, modules, vault password, ansible.cfg) without colours, results as JSON."""
+    env = {name: value for name, value in os.environ.items() if name not in ("ANSIBLE_FORCE_COLOR", "PY_COLORS")}
+    return {**env, "ANSIBLE_NOCOLOR": "1", "ANSIBLE_CALLBACK_RESULT_FORMAT": "json", **extra}
+
+
+def run_playbook(playbook: str, *args: str, inventories: tuple[str, ...] = (), timeout: float = 1800) -> subprocess.CompletedProcess:
+    """ansible-playbook REPO/<playbook> against the scenario's inventory (plus `inventories`), never raising."""
+    sources = [arg for source in (INVENTORY, *inventories) for arg in ("-i", source)]
+    started = time.monotonic()
+    result = run([str(BIN / "ansible-playbook"), *sources, str(REPO / playbook), *args], timeout=timeout, env=ansible_env())
+    result.stdout = re.sub(r"\x1b\[[0-9;]*m", "", result.stdout)
+    print(f"\n{playbook} {' '.join(args)}: exit {result.returncode} in {time.monotonic() - started:.0f} s")
+    return result
+
+
+def run_module(target: str, module: str, args: dict[str, Any]) -> subprocess.CompletedProcess:
+    return run([str(BIN / "ansible"), "-i", INVENTORY, target, "-m", module, "-a", json.dumps(args)], timeout=600, env=ansible_env())
+
+
+def output(result: subprocess.CompletedProcess) -> str:
+    """stdout and stderr with white space folded (ansible-core 2.19 prints task errors on stderr)."""
+    return " ".join((result.stdout + result.stderr).split())
+
+
+def recap(result: subprocess.CompletedProcess) -> dict[str, dict[str, int]]:
+    section = result.stdout.rsplit("PLAY RECAP", 1)[-1]
+    counts: dict[str, dict[str, int]] = {}
+    for line in section.splitlines():
+        match = re.match(r"^(\S+)\s*:\s*(.*)$", line.strip())
+        if match:
+            counts[match.group(1)] = {key: int(value) for key, value in re.findall(r"(\w+)=(\d+)", match.group(2))}
+    return counts
+
+
+def changed_hosts(result: subprocess.CompletedProcess) -> dict[str, int]:
+    return {name: counts["changed"] for name, counts in recap(result).items() if counts["changed"]}
+
+
+# --- Polling ------------------------------------------------------------------------------------------------------
+
+
+def poll(condition: Callable[[], T], timeout: float = 60, message: str = "condition", interval: float = 1) -> T:
+    """Call `condition` until it returns something truthy, and return that; fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {message}")
+        time.sleep(interval)
+
+
+# --- Kafka --------------------------------------------------------------------------------------------------------
+
+_ADMINS: dict[str, Any] = {}
+
+
+def admin(servers: str | None = None, **config: Any):
+    """One AdminClient per bootstrap list, kept alive: futures of a collected client fail with _DESTROY."""
+    from confluent_kafka.admin import AdminClient
+
+    servers = servers or bootstrap()
+    key = json.dumps([servers, config], sort_keys=True)
+    if key not in _ADMINS:
+        _ADMINS[key] = AdminClient({"bootstrap.servers": servers, "socket.timeout.ms": 5000, **config})
+    return _ADMINS[key]
+
+
+def partitions(topic: str = TASK_TOPIC, servers: str | None = None) -> dict:
+    return admin(servers).list_topics(topic, timeout=10).topics[topic].partitions
+
+
+def leader_of(partition: int, topic: str = TASK_TOPIC) -> str:
+    node_id = partitions(topic)[partition].leader
+    return next(name for name in inventory().brokers if int(inventory().hostvars[name]["kafka_node_id"]) == node_id)
+
+
+def fully_replicated(topics: tuple[str, ...] = (TASK_TOPIC, DLQ_TOPIC), brokers: int = 3) -> bool:
+    """Every broker registered (a fenced one is left out of the metadata) and every partition's ISR complete."""
+    try:
+        metadata = admin().list_topics(timeout=10)
+        return len(metadata.brokers) == brokers and all(
+            len(p.isrs) == len(p.replicas) == 3 for name in topics for p in metadata.topics[name].partitions.values()
+        )
+    except Exception:  # a broker that is coming back may not answer yet
+        return False
+
+
+def wait_full_isr(timeout: float = 300, topics: tuple[str, ...] = (TASK_TOPIC, DLQ_TOPIC)) -> float:
+    """Seconds until the cluster is fully replicated again."""
+    started = time.monotonic()
+    poll(lambda: fully_replicated(topics), timeout=timeout, interval=2, message=f"ISR back to 3 on every partition of {topics}")
+    return time.monotonic() - started
+
+
+def kafka_tool(node: Host, main_class: str, args: str) -> str:
+    """Run one of Kafka's admin tools inside a container and return its stdout (fails the test on error)."""
+    result = node.run(f"java -cp '{KAFKA_HOME}/libs/*' {main_class} {args}")
+    assert result.rc == 0, f"{main_class} {args} failed: {result.stderr[-2000:]}"
+    return result.stdout
+
+
+def produce_and_consume(producer_servers: str, consumer_servers: str, partition: int = 0, topic: str = TASK_TOPIC) -> None:
+    """Send one unique message with acks=all through one bootstrap list and read it back through another."""
+    from confluent_kafka import Consumer, Producer, TopicPartition
+
+    marker = f"verify-{uuid.uuid4()}".encode()
+    producer = Producer({"bootstrap.servers": producer_servers, "acks": "all", "enable.idempotence": True})
+    delivered: list = []
+    producer.produce(topic, value=marker, partition=partition, on_delivery=lambda err, msg: delivered.append((err, msg)))
+    assert producer.flush(30) == 0, "message not delivered within 30 s"
+    err, msg = delivered[0]
+    assert err is None, f"delivery failed: {err}"
+    consumer = Consumer({"bootstrap.servers": consumer_servers, "group.id": f"verify-{uuid.uuid4()}", "enable.auto.commit": False})
+    try:
+        consumer.assign([TopicPartition(topic, partition, msg.offset())])
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            got = consumer.poll(1)
+            if got is not None and not got.error():
+                assert got.value() == marker
+                return
+        raise AssertionError("produced message was not consumed within 30 s")
+    finally:
+        consumer.close()
+
+
+# --- Celery workers -----------------------------------------------------------------------------------------------
+
+
+def client():
+    """A Celery app of the package, publishing through the scenario's brokers from the controller."""
+    from celery_kafka.app import create_app
+    from celery_kafka.settings import WorkerEnvironment
+
+    return create_app(WorkerEnvironment(brokers=bootstrap().split(",")))
+
+
+def worker_unit(partition: int) -> str:
+    return f"celery-worker@{partition}.service"
+
+
+def records(node: Host, run_id: str) -> list[dict]:
+    """The task runs of `run_id` on one worker node, in the order the node ran them (its results file's order)."""
+    content = node.run(f'grep -F \'"run_id": "{run_id}"\' {RESULTS} || true').stdout
+    return [row for row in (json.loads(line) for line in content.splitlines() if line.strip()) if row.get("run_id") == run_id]
+
+
+def all_records(run_id: str, workers: dict[str, int] | None = None) -> dict[str, list[dict]]:
+    return {name: records(host(name), run_id) for name in workers or inventory().workers}
+
+
+def key_on(partition: int, partitions: int = 3, prefix: str = "key") -> str:
+    """A key that routes to `partition` of a topic with `partitions` partitions."""
+    from celery_kafka.partitioning import partition_for_key
+
+    return next(k for k in (f"{prefix}-{n}" for n in range(10000)) if partition_for_key(k, partitions) == partition)
+
+
+def letters(servers: str | None = None) -> dict:
+    """The dead-letter topic's entries by letter id."""
+    from celery_kafka import cli
+
+    return cli.DeadLetterTopic.read(servers or bootstrap(), DLQ_TOPIC).entries
+
+
+# --- Rolling restarts, watched from each node's own report --------------------------------------------------------
+
+BROKER_RUNNING = 3  # org.apache.kafka.metadata.BrokerState.RUNNING
+BROKER_STATE = re.compile(r"^kafka_server_kafkaserver_brokerstate (\S+)$", re.MULTILINE)
+# Every live KRaft state: an election (after the leader restarts) briefly puts healthy voters in candidate,
+# prospective, voted or unattached. Only "resigned" (shutting down) or no answer at all means down.
+RAFT_MEMBER = re.compile(
+    r'^kafka_server_raft_metrics_current_state\{state="(leader|follower|candidate|prospective|voted|unattached)"\} 1\.0$', re.MULTILINE
+)
+
+
+def node_up(node_address: str, is_broker: bool) -> bool | None:
+    """The node's own report through its JMX exporter: a broker is up when its BrokerState is RUNNING, a dedicated
+    controller when it takes part in the quorum (any state but resigned). False when the JVM refuses the connection
+    or reports another state; None when it is merely slow to answer (a busy JVM is not a down node)."""
+    import requests
+
+    try:
+        body = requests.get(f"http://{node_address}:7071/metrics", timeout=3).text
+    except requests.ConnectionError as error:
+        return None if isinstance(error, requests.ConnectTimeout) else False
+    except requests.Timeout:
+        return None
+    if is_broker:
+        match = BROKER_STATE.search(body)
+        return match is not None and float(match.group(1)) == BROKER_RUNNING
+    return RAFT_MEMBER.search(body) is not None
+
+
+def down_intervals(samples: list[tuple[float, dict[str, bool]]], name: str) -> list[tuple[float, float]]:
+    intervals, start = [], None
+    for moment, running in samples:
+        if not running[name] and start is None:
+            start = moment
+        elif running[name] and start is not None:
+            intervals.append((start, moment))
+            start = None
+    if start is not None:
+        intervals.append((start, samples[-1][0]))
+    return intervals
+
+
+def rolling_config_change(setting: str, value: int) -> str:
+    """Change one broker setting through playbooks/kafka.yml and watch every node's own state several times a second
+    while the change rolls out: every node goes down exactly once, never two at the same time, dedicated controllers
+    before brokers, and systemd agrees each one restarted. Returns a one-line summary."""
+    topology = inventory()
+    nodes = {name: address(name) for name in topology.kafka_nodes}
+    samples: list[tuple[float, dict[str, bool]]] = []
+    stop = threading.Event()
+
+    def watch() -> None:
+        last = dict.fromkeys(nodes, True)
+        while not stop.is_set():
+            for name, ip in nodes.items():
+                state = node_up(ip, name in topology.brokers)
+                last[name] = last[name] if state is None else state
+            samples.append((time.time(), dict(last)))
+            time.sleep(0.2)
+
+    before = {name: unit_property(host(name), "kafka.service", "ExecMainStartTimestampMonotonic") for name in nodes}
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    started = time.monotonic()
+    try:
+        result = run_playbook("playbooks/kafka.yml", "-e", json.dumps({"kafka_extra_properties": {setting: value}}))
+    finally:
+        time.sleep(2)
+        stop.set()
+        watcher.join()
+    took = time.monotonic() - started
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+
+    for name in nodes:
+        assert f"{setting}={value}" in host(name).file("/etc/kafka/server.properties").content_string
+        assert not host(name).file("/var/lib/kafka/restart-pending").exists
+    assert len(samples) > 50, "too few samples of node state"
+    windows = {name: down_intervals(samples, name) for name in nodes}
+    for name, intervals in windows.items():
+        spans = ", ".join(
+            f"{datetime.fromtimestamp(a):%H:%M:%S.%f}-{datetime.fromtimestamp(b):%H:%M:%S.%f} ({b - a:.1f} s)" for a, b in intervals
+        )
+        print(f"{name} down: {spans}")
+    fewest = min(sum(up.values()) for _, up in samples)
+    print(f"{len(samples)} samples; fewest of {len(nodes)} nodes up at once: {fewest}")
+    assert fewest >= len(nodes) - 1, "two nodes were down at the same time"
+    for name, intervals in windows.items():
+        assert len(intervals) == 1, f"{name} should have been down exactly once, was: {intervals}"
+    if topology.dedicated:
+        last_controller = max(windows[name][0][1] for name in topology.controllers)
+        first_broker = min(windows[name][0][0] for name in topology.brokers)
+        assert last_controller < first_broker, "controllers must be restarted before brokers"
+    restarted = [name for name in nodes if unit_property(host(name), "kafka.service", "ExecMainStartTimestampMonotonic") != before[name]]
+    assert restarted == list(nodes), f"only {restarted} restarted"
+    return f"playbook restarted {len(restarted)} nodes one at a time in {took:.0f} s (fewest up at once {fewest} of {len(nodes)})"
+
+
+# --- Test order ---------------------------------------------------------------------------------------------------
+
+
+def pytest_collection_modifyitems(items: list) -> None:
+    """Run test files in the order of their names' numeric prefix (test_10_..., test_20_...), wherever they live:
+    a scenario's own checks and the shared ones interleave by number, and later files may disturb the cluster.
+    Loaded as a pytest plugin through PYTEST_PLUGINS (.config/molecule/config.yml); the sort is stable, so tests keep
+    their order within a file."""
+    items.sort(key=lambda item: Path(str(item.fspath)).name)
