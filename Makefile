@@ -1,5 +1,6 @@
 # Everything a developer or CI needs, from a fresh Debian 12 machine.
-#   make test   - set up (venv, Docker engine, base image, artifacts), lint, unit tests, every Molecule scenario
+#   make test   - set up (venv, Docker engine, base image, artifacts, APT repository), lint, unit and integration tests,
+#                 every Molecule scenario; ends with a table of the phases and their seconds
 #   make demo   - local cluster in containers (from inventories/local) deployed by site.yml, and a smoke task
 SHELL := /bin/bash
 .SHELLFLAGS := -euo pipefail -c
@@ -15,7 +16,7 @@ export ANSIBLE_FORCE_COLOR := 0
 
 KAFKA_VERSION        ?= 4.3.1
 JMX_EXPORTER_VERSION ?= 1.0.1
-SCENARIOS            ?= default kafka kafka_dedicated celery monitoring chaos secure
+SCENARIOS            ?= default kafka_dedicated secure
 
 .PHONY: help
 help: ## List targets
@@ -46,18 +47,24 @@ artifacts: ## Kafka archive assembled from Maven Central, JMX exporter agent, pr
 	$(REPO)/scripts/fetch-promtool.sh
 
 # Wheels of the worker package and all its dependencies, for nodes without a package index. SOURCE_DATE_EPOCH makes
-# the package wheel byte-identical across rebuilds, so re-running the playbook copies nothing new.
+# the package wheel byte-identical across rebuilds, so re-running the playbook copies nothing new; SHA256SUMS lets the
+# roles compare the whole set in one step.
 WHEELS := $(REPO)/.cache/wheels
 $(WHEELS)/.stamp: $(VENV)/.stamp celery_kafka/pyproject.toml $(shell find celery_kafka/src -name '*.py')
 	rm -rf $(WHEELS) && mkdir -p $(WHEELS)
 	SOURCE_DATE_EPOCH=315532800 $(VENV)/bin/pip wheel -q --wheel-dir $(WHEELS) ./celery_kafka
+	cd $(WHEELS) && sha256sum *.whl > SHA256SUMS
 	touch $@
 
 .PHONY: wheels
 wheels: $(WHEELS)/.stamp ## Wheels of the Celery worker package and its dependencies
 
+.PHONY: debs
+debs: image venv ## Local APT repository of every package the roles install (.cache/debs; once per machine, air-gap ready)
+	$(REPO)/scripts/build-deb-repo.sh
+
 .PHONY: deps
-deps: venv image artifacts wheels ## All set-up, idempotent
+deps: venv image artifacts wheels debs ## All set-up, idempotent
 
 .PHONY: lint
 lint: venv ## yamllint, ansible-lint (production profile), ruff
@@ -76,19 +83,17 @@ integration: venv artifacts ## Celery package against a real Kafka broker starte
 	cd celery_kafka && pytest -q -p no:cacheprovider -m integration tests
 
 .PHONY: molecule
-molecule: deps ## Every Molecule scenario
-	@for s in $(SCENARIOS); do \
-	  echo "=== molecule test -s $$s"; start=$$(date +%s); \
-	  molecule test -s $$s; \
-	  echo "=== scenario $$s took $$(( $$(date +%s) - start )) s"; \
-	done
+molecule: $(addprefix scenario-,$(SCENARIOS)) ## Every Molecule scenario
+
+# molecule test -s <name>, e.g. `make scenario-secure`.
+scenario-%: deps
+	molecule test -s $*
 
 # Faults under load (broker kill -9, rolling restart, worker OOM, broker network cut, poison messages), every task id
-# accounted for; the table goes to benchmarks/results/<date>-chaos.txt, followed by the scenario's total time.
+# accounted for. They run in the default scenario, after the checks that need an undisturbed cluster; the table goes to
+# .cache/test-results/<date>-chaos.txt.
 .PHONY: chaos
-chaos: deps ## Molecule scenario chaos: faults under a keyed load, no acknowledged task lost
-	start=$$(date +%s); molecule test -s chaos; \
-	echo "molecule test -s chaos: $$(( $$(date +%s) - start )) s in total" | tee -a benchmarks/results/$$(date -u +%F)-chaos.txt
+chaos: scenario-default ## The default scenario, whose verifier ends with faults under a keyed load
 
 # One run, same machine: our transport (synchronous and deferred_acks publishing) on a local 3-broker KRaft cluster,
 # kombu's stock confluentkafka transport on the same cluster, Redis, Celery's memory transport; scaling 1-3 workers;
@@ -126,7 +131,8 @@ demo-down: venv ## Remove the demo's containers and network
 	$(DEMO_ANSIBLE) $(REPO)/playbooks/local-containers.yml -e local_containers_state=absent
 
 .PHONY: test
-test: deps lint unit integration molecule ## Everything CI runs
+test: ## Everything CI runs, in phases, ending with a table of their seconds
+	$(REPO)/scripts/phases.sh deps lint unit integration $(addprefix scenario-,$(SCENARIOS))
 
 .PHONY: clean
 clean: ## Remove Molecule instances (keeps caches)
