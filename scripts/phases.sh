@@ -2,35 +2,77 @@
 # Run `make <phase>` for each phase given, in order, and end with a table of the phases and their seconds, so the
 # next person sees where the time goes. Stops at the first failing phase (the table still prints, the exit code is
 # that phase's). The table is also written to .cache/test-results/phases.txt.
+#
+# An argument "lanes: A B | C D" runs lanes side by side: phases A then B in one lane, C then D in another. A lane
+# stops at its first failure; the others finish. Each phase's output goes to .cache/test-results/<phase>.log and is
+# printed whole when the phase ends, so logs of phases running at the same time do not interleave.
 set -uo pipefail
 
 repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 results="${repo_root}/.cache/test-results"
 mkdir -p "${results}"
-names=() seconds=() states=()
-status=0
+rows="${results}/phases.rows"
+: >"${rows}"
 suite_start=${SECONDS}
+
+record() { printf '%s\t%s\t%s\n' "$1" "$2" "$3" >>"${rows}"; }
 
 table() {
   local total=$((SECONDS - suite_start))
   printf '\n%-28s %8s  %s\n' "phase" "seconds" "result"
-  for i in "${!names[@]}"; do
-    printf '%-28s %8d  %s\n' "${names[$i]}" "${seconds[$i]}" "${states[$i]}"
-  done
-  printf '%-28s %8d  (%d min %02d s)\n' "total" "${total}" $((total / 60)) $((total % 60))
+  while IFS=$'\t' read -r name seconds state; do
+    printf '%-28s %8d  %s\n' "${name}" "${seconds}" "${state}"
+  done <"${rows}"
+  printf '%-28s %8d  (%d min %02d s)\n' "total (wall clock)" "${total}" $((total / 60)) $((total % 60))
 }
 
-for phase in "$@"; do
+# One phase in the foreground, its output straight to the terminal.
+run_phase() {
+  local phase=$1 start=${SECONDS} rc
   echo "=== phase ${phase}: started $(date -u +%H:%M:%S)"
-  start=${SECONDS}
   make --no-print-directory -C "${repo_root}" "${phase}"
   rc=$?
-  names+=("${phase}") seconds+=($((SECONDS - start)))
-  if ((rc != 0)); then
-    states+=("FAILED (exit ${rc})") status=${rc}
-    break
+  record "${phase}" $((SECONDS - start)) "$( ((rc == 0)) && echo ok || echo "FAILED (exit ${rc})")"
+  return "${rc}"
+}
+
+# One lane: its phases in order, each logged to a file and printed whole when it ends.
+run_lane() {
+  local phase start rc
+  for phase in "$@"; do
+    start=${SECONDS}
+    echo "=== phase ${phase}: started $(date -u +%H:%M:%S) (log: ${results}/${phase}.log)"
+    make --no-print-directory -C "${repo_root}" "${phase}" >"${results}/${phase}.log" 2>&1
+    rc=$?
+    record "${phase}" $((SECONDS - start)) "$( ((rc == 0)) && echo ok || echo "FAILED (exit ${rc})")"
+    echo "=== phase ${phase}: ended $(date -u +%H:%M:%S), exit ${rc}; its output follows"
+    cat "${results}/${phase}.log"
+    echo "=== end of phase ${phase} output"
+    ((rc == 0)) || return "${rc}"
+  done
+}
+
+run_lanes() {
+  local spec=$1 lane pids=() status=0 pid
+  IFS='|' read -r -a lanes <<<"${spec}"
+  for lane in "${lanes[@]}"; do
+    # shellcheck disable=SC2086  # a lane is a space-separated list of phases
+    run_lane ${lane} &
+    pids+=($!)
+  done
+  for pid in "${pids[@]}"; do
+    wait "${pid}" || status=$?
+  done
+  return "${status}"
+}
+
+status=0
+for phase in "$@"; do
+  if [[ ${phase} == lanes:* ]]; then
+    run_lanes "${phase#lanes:}" || { status=$?; break; }
+  else
+    run_phase "${phase}" || { status=$?; break; }
   fi
-  states+=("ok")
 done
 
 table | tee "${results}/phases.txt"

@@ -56,6 +56,11 @@ class Inventory:
         return self.groups.get(name, [])
 
     @property
+    def hosts(self) -> list[str]:
+        """Every host of the inventory (ansible-inventory lists `all` by its children, not its hosts)."""
+        return sorted(set(self.hostvars).union(*self.groups.values()))
+
+    @property
     def brokers(self) -> list[str]:
         return self.group("kafka")
 
@@ -154,7 +159,7 @@ def recap(result: subprocess.CompletedProcess) -> dict[str, dict[str, int]]:
     section = result.stdout.rsplit("PLAY RECAP", 1)[-1]
     counts: dict[str, dict[str, int]] = {}
     for line in section.splitlines():
-        match = re.match(r"^(\S+)\s*:\s*(.*)$", line.strip())
+        match = re.match(r"^(\S+)\s*:\s*(ok=.*)$", line.strip())
         if match:
             counts[match.group(1)] = {key: int(value) for key, value in re.findall(r"(\w+)=(\d+)", match.group(2))}
     return counts
