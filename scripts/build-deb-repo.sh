@@ -4,7 +4,8 @@
 # The list is read from the roles' defaults (every `*_packages` list), so a package a role starts to need is picked
 # up without editing this script. The packages and their dependencies are resolved and downloaded inside a throwaway
 # container of the Molecule base image, so the closure is exactly what a fresh node lacks. The result is a flat
-# repository (`Packages.gz` beside the .deb files) in .cache/debs:
+# repository (`Packages.gz` beside the .deb files) in $KCS_DEB_REPO (default ~/.cache/kcs-debs: outside the clone,
+# so it is built once per machine, not once per checkout):
 #   - Molecule mounts it read-only into every container at /srv/debs and makes it the nodes' only APT source
 #     (molecule/shared/prepare.yml), so the scenarios download nothing and prove the list is complete;
 #   - an operator without internet access copies the folder to a web server or a disk their nodes see and points
@@ -13,7 +14,7 @@
 set -euo pipefail
 
 repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-out="${repo_root}/.cache/debs"
+out="${KCS_DEB_REPO:-${HOME}/.cache/kcs-debs}"
 image="${KCS_BASE_IMAGE:-kcs/debian12-systemd:latest}"
 python="${PYTHON:-${repo_root}/.venv/bin/python}"
 
