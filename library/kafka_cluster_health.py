@@ -75,6 +75,7 @@ under_replicated: {description: topic:partition entries with fewer in-sync repli
 unavailable: {description: topic:partition entries without a leader., type: list, returned: always}
 """
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 
 from ansible.module_utils.basic import AnsibleModule
@@ -85,6 +86,7 @@ from ansible.module_utils.kafka_cli import (
     parse_quorum_replication,
     parse_quorum_status,
     parse_topic_describe,
+    quorum_describe_args,
     with_command_config,
 )
 
@@ -108,18 +110,32 @@ def main() -> None:
     problems: list[str] = []
     controller_config = params["controller_command_config"] or params["command_config"]
 
-    def tool(main_class: str, args: list[str]) -> str | None:
-        config = controller_config if main_class == QUORUM_COMMAND else params["command_config"]
-        argv = java_tool_argv(params["java"], params["kafka_home"], main_class, with_command_config(args, config))
-        rc, out, err = module.run_command(argv)
+    def run(main_class: str, args: list[str]) -> tuple[int, str, str]:
+        return module.run_command(java_tool_argv(params["java"], params["kafka_home"], main_class, args))
+
+    calls = [
+        (QUORUM_COMMAND, quorum_describe_args(params["bootstrap_controllers"], controller_config, flag))
+        for flag in ("--status", "--replication")
+    ]
+    if params["bootstrap_servers"]:
+        topic_args = ["--bootstrap-server", params["bootstrap_servers"], "--describe"]
+        calls += [
+            (TOPIC_COMMAND, with_command_config([*topic_args, flag], params["command_config"]))
+            for flag in ("--under-replicated-partitions", "--unavailable-partitions")
+        ]
+    # Each call starts a JVM (seconds of CPU): started together, a check takes about as long as its slowest tool.
+    with ThreadPoolExecutor(max_workers=len(calls)) as pool:
+        answers = list(pool.map(lambda call: run(*call), calls))
+
+    def output(index: int) -> str | None:
+        (main_class, args), (rc, out, err) = calls[index], answers[index]
         if rc != 0:
             problems.append(f"{main_class} {' '.join(args)} failed (rc={rc}): {(err or out).strip()[-400:]}")
             return None
         return out
 
-    quorum_args = ["--bootstrap-controller", params["bootstrap_controllers"], "describe"]
-    status_out = tool(QUORUM_COMMAND, [*quorum_args, "--status"])
-    replication_out = tool(QUORUM_COMMAND, [*quorum_args, "--replication"])
+    status_out = output(0)
+    replication_out = output(1)
     status = parse_quorum_status(status_out or "")
     replicas = parse_quorum_replication(replication_out or "")
     leader_id = int(status.get("LeaderId", "-1")) if status.get("LeaderId", "-1").lstrip("-").isdigit() else -1
@@ -144,10 +160,8 @@ def main() -> None:
     under_replicated: list[str] = []
     unavailable: list[str] = []
     if params["bootstrap_servers"]:
-        topic_args = ["--bootstrap-server", params["bootstrap_servers"], "--describe"]
-        for flag, bucket in (("--under-replicated-partitions", under_replicated), ("--unavailable-partitions", unavailable)):
-            out = tool(TOPIC_COMMAND, [*topic_args, flag])
-            for name, topic in parse_topic_describe(out or "").items():
+        for index, bucket in ((2, under_replicated), (3, unavailable)):
+            for name, topic in parse_topic_describe(output(index) or "").items():
                 bucket.extend(f"{name}:{p.partition}" for p in topic.partitions)
         if under_replicated:
             problems.append(f"{len(under_replicated)} under-replicated partition(s): {', '.join(under_replicated[:10])}")

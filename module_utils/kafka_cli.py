@@ -275,3 +275,9 @@ def scram_add_config(mechanism: str, password: str, iterations: int = 8192) -> s
 def with_command_config(args: list[str], command_config: str | None) -> list[str]:
     """Tool arguments plus `--command-config` when a client properties file is given (secured listeners)."""
     return [*args, "--command-config", command_config] if command_config else list(args)
+
+
+def quorum_describe_args(bootstrap_controllers: str, command_config: str | None, flag: str) -> list[str]:
+    """MetadataQuorumCommand arguments for `describe <flag>`. Its options, `--command-config` among them, must come
+    before the `describe` subcommand: after it, 4.3.1 stops with "unrecognized arguments: '--command-config'"."""
+    return [*with_command_config(["--bootstrap-controller", bootstrap_controllers], command_config), "describe", flag]

@@ -20,6 +20,7 @@ from kafka_cli import (
     parse_user_scram_describe,
     plan_scram_users,
     plan_topic,
+    quorum_describe_args,
     scram_add_config,
     scram_fingerprint,
     with_command_config,
@@ -202,3 +203,16 @@ def test_scram_add_config_line_and_command_config():
         "/etc/kafka/admin-client.properties",
     ]
     assert with_command_config(["--describe"], None) == ["--describe"]
+
+
+def test_quorum_describe_puts_the_client_config_before_the_subcommand():
+    # 4.3.1's MetadataQuorumCommand refuses options after `describe` ("unrecognized arguments: '--command-config'").
+    assert quorum_describe_args("c1:9093", "/etc/kafka/controller-client.properties", "--status") == [
+        "--bootstrap-controller",
+        "c1:9093",
+        "--command-config",
+        "/etc/kafka/controller-client.properties",
+        "describe",
+        "--status",
+    ]
+    assert quorum_describe_args("c1:9093", None, "--replication") == ["--bootstrap-controller", "c1:9093", "describe", "--replication"]
