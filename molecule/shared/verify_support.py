@@ -22,6 +22,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any, TypeVar
 
+import pytest
 import testinfra
 from testinfra.host import Host
 
@@ -393,6 +394,20 @@ def rolling_config_change(setting: str, value: int) -> str:
     restarted = [name for name in nodes if unit_property(host(name), "kafka.service", "ExecMainStartTimestampMonotonic") != before[name]]
     assert restarted == list(nodes), f"only {restarted} restarted"
     return f"playbook restarted {len(restarted)} nodes one at a time in {took:.0f} s (fewest up at once {fewest} of {len(nodes)})"
+
+
+# --- Fixtures (this module is a pytest plugin: every scenario's tests get them) ------------------------------------
+
+
+@pytest.fixture(scope="session")
+def prometheus() -> str:
+    """Prometheus on the monitoring node, as the controller reaches it."""
+    return f"http://{address(inventory().monitor)}:9090"
+
+
+@pytest.fixture(scope="session")
+def alertmanager() -> str:
+    return f"http://{address(inventory().monitor)}:9093"
 
 
 # --- Test order ---------------------------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ import yaml
 
 from celery_kafka.partitioning import partition_for_key
 from celery_kafka.tasks import send_keyed
-from verify_support import address, client, host, inventory, poll
+from verify_support import client, host, inventory, poll
 
 TOPOLOGY = inventory()
 BROKERS = TOPOLOGY.brokers
@@ -39,16 +39,6 @@ EXPECTED_ALERTS = {
     "CeleryWorkerMemoryHigh",
 }
 LAG_TASKS = 1100
-
-
-@pytest.fixture(scope="module")
-def prometheus() -> str:
-    return f"http://{address(MONITOR)}:9090"
-
-
-@pytest.fixture(scope="module")
-def alertmanager() -> str:
-    return f"http://{address(MONITOR)}:9093"
 
 
 @pytest.fixture(scope="module")

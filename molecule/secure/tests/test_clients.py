@@ -62,16 +62,6 @@ def env() -> WorkerEnvironment:
     return WorkerEnvironment(brokers=[f"{address(name)}:9092" for name in BROKERS], security=security)
 
 
-@pytest.fixture(scope="module")
-def prometheus() -> str:
-    return f"http://{address(MONITOR)}:9090"
-
-
-@pytest.fixture(scope="module")
-def alertmanager() -> str:
-    return f"http://{address(MONITOR)}:9093"
-
-
 def test_keyed_task_sent_over_sasl_ssl_runs_on_the_worker(env):
     run_id = uuid.uuid4().hex[:8]
     key = f"secure-{run_id}"
