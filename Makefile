@@ -130,8 +130,9 @@ demo: deps ## Local cluster in containers deployed by site.yml, then a smoke tas
 demo-down: venv ## Remove the demo's containers and network
 	$(DEMO_ANSIBLE) $(REPO)/playbooks/local-containers.yml -e local_containers_state=absent
 
-# The default scenario's verifier spends most of its time waiting on a fixed-rate load and on restarts, so the other
-# two scenarios run beside it (scripts/phases.sh lanes): about 15 minutes less than one after the other.
+# The other two scenarios run beside the default one (scripts/phases.sh lanes). They share 2 cores, so each runs
+# slower than alone (default 2,522 s instead of about 1,590 s): a fresh-clone make test took 47 min this way
+# (benchmarks/results/2026-12-02-make-test-phases.txt); one after the other, about 50-55.
 MOLECULE_LANES ?= scenario-default | scenario-kafka_dedicated scenario-secure
 
 .PHONY: test
