@@ -108,11 +108,14 @@ def host(name: str) -> Host:
     return testinfra.get_host(f"ansible://{name}", ansible_inventory=INVENTORY_FILE)
 
 
-@cache
-def address(container: str) -> str:
-    """The container's address on the scenario's network (fixed for its lifetime: create.yml pins a subnet)."""
+def container_address(container: str) -> str:
+    """The container's address on the scenario's network as Docker reports it now."""
     template = f'{{{{(index .NetworkSettings.Networks "{NETWORK}").IPAddress}}}}'
     return run(["docker", "inspect", container, "--format", template], check=True).stdout.strip()
+
+
+# Fixed for a container's lifetime (create.yml pins a subnet; a reconnected container gets its address back).
+address = cache(container_address)
 
 
 def bootstrap(port: int = CLIENT_PORT) -> str:

@@ -34,6 +34,7 @@ from verify_support import (
     admin,
     bootstrap,
     client,
+    container_address,
     host,
     inventory,
     leader_of,
@@ -108,12 +109,6 @@ def worker_state(settle: bool = False) -> dict[str, tuple[int, str]]:
 def restarts_note(before: dict[str, tuple[int, str]], after: dict[str, tuple[int, str]]) -> str:
     risen = {name: after[name][0] - before[name][0] for name in before if after[name][0] != before[name][0]}
     return "worker restarts " + (", ".join(f"{name} +{n}" for name, n in risen.items()) if risen else "none")
-
-
-def network_address(container: str) -> str:
-    """The container's address on the scenario's network as Docker reports it now (not cached)."""
-    template = f'{{{{(index .NetworkSettings.Networks "{NETWORK}").IPAddress}}}}'
-    return subprocess.run(["docker", "inspect", container, "--format", template], capture_output=True, text=True, check=True).stdout.strip()
 
 
 def listening(node_address: str, port: int = 9092) -> bool:
@@ -258,7 +253,7 @@ def test_broker_cut_off_the_network_for_30_seconds(app):
             subprocess.run(["docker", "network", "connect", "--ip", victim_address, NETWORK, victim], check=True, timeout=60)
         healed = wait_full_isr()
         # Back with its own address (its interface may come back under another name than eth0).
-        assert network_address(victim) == victim_address
+        assert container_address(victim) == victim_address
         return f"{victim} (leader of p1) cut off 30 s, lost leadership/fenced, ISR 3 again {healed:.0f} s after reconnect"
 
     run_fault(app, "broker network cut 30 s", fault)
