@@ -82,9 +82,9 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.kafka_cli import (
     QUORUM_COMMAND,
     TOPIC_COMMAND,
+    assess_health,
     java_tool_argv,
     parse_quorum_replication,
-    parse_quorum_status,
     parse_topic_describe,
     quorum_describe_args,
     with_command_config,
@@ -107,74 +107,39 @@ def main() -> None:
         supports_check_mode=True,
     )
     params = module.params
-    problems: list[str] = []
     controller_config = params["controller_command_config"] or params["command_config"]
-
-    def run(main_class: str, args: list[str]) -> tuple[int, str, str]:
-        return module.run_command(java_tool_argv(params["java"], params["kafka_home"], main_class, args))
-
-    calls = [
-        (QUORUM_COMMAND, quorum_describe_args(params["bootstrap_controllers"], controller_config, flag))
-        for flag in ("--status", "--replication")
-    ]
+    # Two tools answer everything: the quorum's replication rows (the leader among them) and one unfiltered describe
+    # of every partition (its leader, replicas and ISR). Each starts a JVM, so they run side by side.
+    calls = [(QUORUM_COMMAND, quorum_describe_args(params["bootstrap_controllers"], controller_config, "--replication"))]
     if params["bootstrap_servers"]:
-        topic_args = ["--bootstrap-server", params["bootstrap_servers"], "--describe"]
-        calls += [
-            (TOPIC_COMMAND, with_command_config([*topic_args, flag], params["command_config"]))
-            for flag in ("--under-replicated-partitions", "--unavailable-partitions")
-        ]
-    # Each call starts a JVM (seconds of CPU): started together, a check takes about as long as its slowest tool.
+        describe = ["--bootstrap-server", params["bootstrap_servers"], "--describe"]
+        calls.append((TOPIC_COMMAND, with_command_config(describe, params["command_config"])))
     with ThreadPoolExecutor(max_workers=len(calls)) as pool:
-        answers = list(pool.map(lambda call: run(*call), calls))
+        answers = list(pool.map(lambda call: module.run_command(java_tool_argv(params["java"], params["kafka_home"], *call)), calls))
 
-    def output(index: int) -> str | None:
-        (main_class, args), (rc, out, err) = calls[index], answers[index]
-        if rc != 0:
-            problems.append(f"{main_class} {' '.join(args)} failed (rc={rc}): {(err or out).strip()[-400:]}")
-            return None
-        return out
-
-    status_out = output(0)
-    replication_out = output(1)
-    status = parse_quorum_status(status_out or "")
-    replicas = parse_quorum_replication(replication_out or "")
-    leader_id = int(status.get("LeaderId", "-1")) if status.get("LeaderId", "-1").lstrip("-").isdigit() else -1
-    voters = [r for r in replicas if r.status in ("Leader", "Follower")]
-    observers = [r for r in replicas if r.status == "Observer"]
-
-    if status_out is not None and leader_id < 0:
-        problems.append("the KRaft quorum has no leader")
-    if replication_out is not None:
-        if params["expected_voters"] is not None and len(voters) != params["expected_voters"]:
-            problems.append(f"the quorum has {len(voters)} voters, expected {params['expected_voters']}")
-        for replica in voters:
-            if replica.lag < 0 or replica.lag > params["max_lag"]:
-                problems.append(f"voter {replica.node_id} trails the leader by {replica.lag} records")
-        if params["require_node"] is not None:
-            mine = [r for r in replicas if r.node_id == params["require_node"]]
-            if not mine:
-                problems.append(f"node {params['require_node']} is not part of the quorum yet")
-            elif mine[0].lag < 0 or mine[0].lag > params["max_lag"]:
-                problems.append(f"node {params['require_node']} trails the leader by {mine[0].lag} records")
-
-    under_replicated: list[str] = []
-    unavailable: list[str] = []
-    if params["bootstrap_servers"]:
-        for index, bucket in ((2, under_replicated), (3, unavailable)):
-            for name, topic in parse_topic_describe(output(index) or "").items():
-                bucket.extend(f"{name}:{p.partition}" for p in topic.partitions)
-        if under_replicated:
-            problems.append(f"{len(under_replicated)} under-replicated partition(s): {', '.join(under_replicated[:10])}")
-        if unavailable:
-            problems.append(f"{len(unavailable)} partition(s) without a leader: {', '.join(unavailable[:10])}")
-
+    failures = [
+        f"{main_class} {' '.join(args)} failed (rc={rc}): {(err or out).strip()[-400:]}"
+        for (main_class, args), (rc, out, err) in zip(calls, answers, strict=True)
+        if rc != 0
+    ]
+    replicas = parse_quorum_replication(answers[0][1]) if answers[0][0] == 0 else None
+    topics = parse_topic_describe(answers[1][1]) if len(answers) > 1 and answers[1][0] == 0 else None
+    problems, under_replicated, unavailable = assess_health(
+        replicas,
+        topics,
+        expected_voters=params["expected_voters"],
+        require_node=params["require_node"],
+        max_lag=params["max_lag"],
+    )
+    replicas = replicas or []
+    leaders = [r.node_id for r in replicas if r.status == "Leader"]
     module.exit_json(
         changed=False,
-        healthy=not problems,
-        problems=problems,
-        leader_id=leader_id,
-        voters=[asdict(r) for r in voters],
-        observers=[asdict(r) for r in observers],
+        healthy=not (failures or problems),
+        problems=failures + problems,
+        leader_id=leaders[0] if leaders else -1,
+        voters=[asdict(r) for r in replicas if r.status in ("Leader", "Follower")],
+        observers=[asdict(r) for r in replicas if r.status == "Observer"],
         under_replicated=under_replicated,
         unavailable=unavailable,
     )

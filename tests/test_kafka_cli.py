@@ -9,8 +9,10 @@ import pytest
 from kafka_cli import (
     CONFIG_COMMAND_CANDIDATES,
     PlanError,
+    QuorumReplica,
     TopicState,
     add_config_argument,
+    assess_health,
     config_value,
     find_main_class,
     parse_config_describe,
@@ -216,3 +218,41 @@ def test_quorum_describe_puts_the_client_config_before_the_subcommand():
         "--status",
     ]
     assert quorum_describe_args("c1:9093", None, "--replication") == ["--bootstrap-controller", "c1:9093", "describe", "--replication"]
+
+
+def test_assess_health_names_every_problem_of_a_sick_cluster():
+    problems, under_replicated, unavailable = assess_health(
+        parse_quorum_replication(REPLICATION), parse_topic_describe(DESCRIBE), expected_voters=3, require_node=4, max_lag=10
+    )
+    assert under_replicated == ["demo:1"]
+    assert unavailable == ["demo:2"]
+    assert problems == [
+        "voter 3 trails the leader by 57 records",
+        "1 under-replicated partition(s): demo:1",
+        "1 partition(s) without a leader: demo:2",
+    ]
+
+
+def test_assess_health_of_a_healthy_cluster_and_of_missing_answers():
+    healthy = [QuorumReplica(1, 9, 0, "Leader"), QuorumReplica(2, 9, 0, "Follower"), QuorumReplica(3, 9, 0, "Follower")]
+    assert assess_health(healthy, {"other": parse_topic_describe(DESCRIBE)["other"]}, expected_voters=3, require_node=2) == ([], [], [])
+    leaderless = [QuorumReplica(1, 9, 0, "Follower"), QuorumReplica(2, 9, 0, "Follower")]
+    problems, _, _ = assess_health(leaderless, None, expected_voters=3, require_node=5)
+    assert problems == [
+        "the KRaft quorum has no leader",
+        "the quorum has 2 voters, expected 3",
+        "node 5 is not part of the quorum yet",
+    ]
+    # A tool that failed is reported by the module itself; the other side is still judged.
+    assert assess_health(None, None, expected_voters=3, require_node=1) == ([], [], [])
+
+
+def test_assess_health_flags_a_node_that_stopped_fetching_though_its_lag_is_small():
+    # A stopped controller keeps the lag it had; only the leader's clock shows it went quiet (here 20 s ago).
+    quorum = [
+        QuorumReplica(1, 90, 0, "Leader", last_fetch_ms=1_000_000),
+        QuorumReplica(2, 90, 0, "Follower", last_fetch_ms=999_900),
+        QuorumReplica(3, 88, 2, "Follower", last_fetch_ms=980_000),
+    ]
+    problems, _, _ = assess_health(quorum, None, expected_voters=3)
+    assert problems == ["node 3 last fetched from the quorum leader 20 s ago"]
