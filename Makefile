@@ -22,11 +22,12 @@ SCENARIOS            ?= default kafka_dedicated secure
 help: ## List targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
 
-$(VENV)/.stamp: requirements.txt celery_kafka/pyproject.toml
+$(VENV)/.stamp: requirements.txt celery_kafka/pyproject.toml examples/demo_app/pyproject.toml testing/pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
 	$(VENV)/bin/pip install -q -r requirements.txt
 	$(VENV)/bin/pip install -q -e 'celery_kafka[test,bench]'
+	$(VENV)/bin/pip install -q -e examples/demo_app -e testing
 	touch $@
 
 .PHONY: venv
@@ -46,18 +47,20 @@ artifacts: ## Kafka archive assembled from Maven Central, JMX exporter agent, pr
 	$(REPO)/scripts/fetch-jmx-exporter.sh $(JMX_EXPORTER_VERSION)
 	$(REPO)/scripts/fetch-promtool.sh
 
-# Wheels of the worker package and all its dependencies, for nodes without a package index. SOURCE_DATE_EPOCH makes
-# the package wheel byte-identical across rebuilds, so re-running the playbook copies nothing new; SHA256SUMS lets the
-# roles compare the whole set in one step.
+# Wheels of the worker package, of the applications in APPS (project directories; the example app by default) and of
+# all their dependencies, for nodes without a package index. SOURCE_DATE_EPOCH makes the project wheels
+# byte-identical across rebuilds, so re-running the playbook copies nothing new; SHA256SUMS lets the roles compare
+# the whole set in one step. Deploy an app with celery_worker_app and celery_worker_app_packages.
 WHEELS := $(REPO)/.cache/wheels
-$(WHEELS)/.stamp: $(VENV)/.stamp celery_kafka/pyproject.toml $(shell find celery_kafka/src -name '*.py')
+APPS   ?= $(REPO)/examples/demo_app
+$(WHEELS)/.stamp: $(VENV)/.stamp celery_kafka/pyproject.toml $(shell find celery_kafka/src $(APPS) -name '*.py' -o -name pyproject.toml)
 	rm -rf $(WHEELS) && mkdir -p $(WHEELS)
-	SOURCE_DATE_EPOCH=315532800 $(VENV)/bin/pip wheel -q --wheel-dir $(WHEELS) ./celery_kafka
+	SOURCE_DATE_EPOCH=315532800 $(VENV)/bin/pip wheel -q --wheel-dir $(WHEELS) ./celery_kafka $(APPS)
 	cd $(WHEELS) && sha256sum *.whl > SHA256SUMS
 	touch $@
 
 .PHONY: wheels
-wheels: $(WHEELS)/.stamp ## Wheels of the Celery worker package and its dependencies
+wheels: $(WHEELS)/.stamp ## Wheels of the worker package, the apps in APPS (default: the example app) and their dependencies
 
 .PHONY: debs
 debs: image venv ## Local APT repository of every package the roles install (~/.cache/kcs-debs, once per machine; air-gap ready)

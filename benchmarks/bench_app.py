@@ -1,7 +1,7 @@
 """The Celery app the comparison benchmark runs on other brokers (kombu's confluentkafka, Redis, memory).
 
 Same Celery settings as a worker node of ours (celery_kafka.settings: acks_late, prefetch 1, solo pool, JSON) and a
-task that does what celery_kafka.demo.record does (append a JSON line with its finish time to a results file); only
+task that does what demo_app.tasks.record does (append a JSON line with its finish time to a results file); only
 the broker URL and queue differ. Worker processes: `celery -A bench_app worker` with BENCH_BROKER_URL, BENCH_QUEUE and
 BENCH_RESULTS_FILE in the environment.
 """

@@ -52,10 +52,10 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import bench_app
+from celery_kafka_testing.localkafka import LocalKafka, Worker, free_port, wait_for_port
 from confluent_kafka import Consumer, TopicPartition
 
 from celery_kafka.app import create_app
-from celery_kafka.localkafka import LocalKafka, Worker, free_port, wait_for_port
 from celery_kafka.settings import WorkerEnvironment
 from celery_kafka.tasks import deferred_acks, send_keyed
 
@@ -189,7 +189,7 @@ def bench_ours(kafka: LocalKafka, args: argparse.Namespace, workdir: Path) -> tu
 
     def send(seq: int) -> None:
         key = keys[seq % len(keys)]
-        send_keyed(app, "celery_kafka.demo.record", key, key, seq, run_id)
+        send_keyed(app, "demo_app.tasks.record", key, key, seq, run_id)
 
     for seq in range(args.warmup):  # connections, metadata, producer id: not part of the figures
         send(seq)
@@ -219,7 +219,7 @@ def bench_ours(kafka: LocalKafka, args: argparse.Namespace, workdir: Path) -> tu
         with deferred_acks(scale_app):
             for seq in range(tasks):
                 key = keys[seq % len(keys)]
-                send_keyed(scale_app, "celery_kafka.demo.record", key, key, seq, scale_run)
+                send_keyed(scale_app, "demo_app.tasks.record", key, key, seq, scale_run)
         (workdir / topic).mkdir()
         workers = [Worker(kafka.bootstrap, p, workdir / topic, loglevel="WARNING", task_topic=topic) for p in range(count)]
         scaling[count], note = drain(workers, [w.results for w in workers], scale_run, tasks, args.timeout)

@@ -66,11 +66,11 @@ def main() -> int:
 
     app = create_app(WorkerEnvironment(brokers=[f"{container_address(args.prefix + name)}:9092" for name in brokers]))
     run_id = uuid.uuid4().hex[:8]
-    expr = f'sum(celery_kafka_tasks_succeeded_total{{instance="{owner}",task="celery_kafka.demo.record"}})'
+    expr = f'sum(celery_kafka_tasks_succeeded_total{{instance="{owner}",task="demo_app.tasks.record"}})'
     counted_before = prometheus_count(expr)
     started = time.monotonic()
-    send_keyed(app, "celery_kafka.demo.record", args.key, args.key, 1, run_id)
-    print(f"sent celery_kafka.demo.record with key {args.key!r}: partition {partitions[owner]}, owned by {owner}")
+    send_keyed(app, "demo_app.tasks.record", args.key, args.key, 1, run_id)
+    print(f"sent demo_app.tasks.record with key {args.key!r}: partition {partitions[owner]}, owned by {owner}")
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         rows = worker_rows(args.prefix + owner, run_id)
@@ -80,7 +80,7 @@ def main() -> int:
             deadline = time.monotonic() + 45
             while prometheus_count(expr) <= counted_before and time.monotonic() < deadline:
                 time.sleep(1)
-            print(f"Prometheus: celery_kafka.demo.record tasks succeeded on {owner}: {prometheus_count(expr):.0f}")
+            print(f"Prometheus: demo_app.tasks.record tasks succeeded on {owner}: {prometheus_count(expr):.0f}")
             return 0
         time.sleep(0.5)
     print(f"error: the task did not show up in {RESULTS} on {owner} within 60 s", file=sys.stderr)

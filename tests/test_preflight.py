@@ -148,11 +148,17 @@ def test_local_inventory_passes(tmp_path):
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
 
 
-def run_worker_preflight(tmp_path: Path, workers: dict[str, int | None], wheels: bool = True) -> subprocess.CompletedProcess:
+APP = {"celery_worker_app": "myshop.celery:app", "celery_worker_app_packages": ["myshop==1.4.2"]}
+
+
+def run_worker_preflight(
+    tmp_path: Path, workers: dict[str, int | None], wheels: bool = True, app: dict | None = None
+) -> subprocess.CompletedProcess:
     wheel_dir = tmp_path / "wheels"
     wheel_dir.mkdir(exist_ok=True)
     if wheels:
         (wheel_dir / "celery_kafka_partitioned-0.1.0-py3-none-any.whl").write_bytes(b"x")
+        (wheel_dir / "myshop-1.4.2-py3-none-any.whl").write_bytes(b"x")
     hosts = {name: ({} if partition is None else {"celery_worker_partition": partition}) for name, partition in workers.items()}
     inventory = tmp_path / "workers.yml"
     inventory.write_text(
@@ -163,6 +169,7 @@ def run_worker_preflight(tmp_path: Path, workers: dict[str, int | None], wheels:
                         "ansible_connection": "local",
                         "ansible_python_interpreter": sys.executable,
                         "celery_worker_wheels_dir": str(wheel_dir),
+                        **(APP if app is None else app),
                     },
                     "children": {"celery_workers": {"hosts": hosts}},
                 }
@@ -194,3 +201,14 @@ def test_partly_explicit_partitions_are_refused(tmp_path):
 
 def test_missing_worker_wheels_are_refused(tmp_path):
     assert_refused(run_worker_preflight(tmp_path, {"w1": 0}, wheels=False), "Build the package and its dependencies on the controller")
+
+
+def test_worker_without_an_application_is_refused(tmp_path):
+    assert_refused(run_worker_preflight(tmp_path, {"w1": 0}, app={}), "Set celery_worker_app to the Celery app the workers run")
+
+
+def test_application_package_without_its_wheel_is_refused(tmp_path):
+    result = run_worker_preflight(tmp_path, {"w1": 0}, app={**APP, "celery_worker_app_packages": ["myshop==1.5.0"]})
+    assert_refused(result, "No wheel for myshop==1.5.0 in")
+    unpinned = run_worker_preflight(tmp_path, {"w1": 0}, app={**APP, "celery_worker_app_packages": ["myshop"]})
+    assert_refused(unpinned, "Pin each application package as name==version")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from celery_kafka.chaos import Completion, LoadGenerator, Row, Sent, account, format_table, parse_results
+from celery_kafka_testing.chaos import Completion, LoadGenerator, Row, Sent, account, format_table, parse_results
 
 
 def sent(*ids_keys_seqs: tuple[str, str, int]) -> dict[str, Sent]:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from celery_kafka_testing.localkafka import free_port
 from confluent_kafka import Producer
 
-from celery_kafka.localkafka import free_port
 from celery_kafka.transport import DeferredAcks, DeliveryFailed, current_deferred, deferred_acks
 
 

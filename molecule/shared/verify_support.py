@@ -39,7 +39,7 @@ CLIENT_PORT = 9092
 TASK_TOPIC = "celery.tasks"
 DLQ_TOPIC = "celery.tasks.dlq"
 WORKER_GROUP = "celery.tasks.workers"
-# Written by the example tasks (celery_kafka.demo.record): one JSON line per task run, in the order the node ran them.
+# Written by the example tasks (demo_app.tasks.record): one JSON line per task run, in the order the node ran them.
 RESULTS = "/var/lib/celery-worker/results.jsonl"
 
 T = TypeVar("T")

@@ -1,7 +1,7 @@
 """A real Kafka broker on 127.0.0.1 and real Celery worker processes, for the integration tests.
 
 The broker is the archive `make artifacts` assembles (the same one the Ansible role installs), started as a single
-KRaft node on free loopback ports (celery_kafka.localkafka); nothing is mocked. Skipped without Java or the archive.
+KRaft node on free loopback ports (celery_kafka_testing.localkafka); nothing is mocked. Skipped without Java or the archive.
 """
 
 from __future__ import annotations
@@ -13,8 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-from celery_kafka.localkafka import LocalKafka, Worker, wait_until  # noqa: F401  (tests import wait_until from here)
+from celery_kafka_testing.localkafka import LocalKafka, Worker, wait_until  # noqa: F401  (tests import wait_until from here)
 
 REPO = Path(__file__).resolve().parents[3]
 ARCHIVE = Path(os.environ.get("KAFKA_ARCHIVE", REPO / ".cache" / "artifacts" / "kafka_2.13-4.3.1.tgz"))

@@ -26,21 +26,21 @@ def find(kafka: str, predicate) -> cli.Entry | None:
 
 
 def test_transient_failures_are_retried_until_they_succeed(client_app, workers, run_id):
-    send_keyed(client_app, "celery_kafka.demo.flaky", "flaky-key", "flaky-key", 2, run_id)
+    send_keyed(client_app, "demo_app.tasks.flaky", "flaky-key", "flaky-key", 2, run_id)
     owner = workers[partition_for_key("flaky-key", TASK_PARTITIONS)]
     [row] = wait_until(lambda: owner.records(run_id), message="the flaky task to succeed")
     assert row["retries"] == 2
 
 
 def test_last_failure_lands_in_dead_letter_topic_and_replays(kafka, client_app, workers, run_id, capsys):
-    send_keyed(client_app, "celery_kafka.demo.always_fails", "doomed", "doomed", run_id)
+    send_keyed(client_app, "demo_app.tasks.always_fails", "doomed", "doomed", run_id)
     entry = wait_until(
         lambda: find(kafka, lambda letter: letter.kind == TASK_FAILED and letter.kwargs == {} and run_id in letter.args),
         timeout=90,
         message="a dead letter for always_fails",
     )
     first = entry.letter
-    assert first.task_name == "celery_kafka.demo.always_fails"
+    assert first.task_name == "demo_app.tasks.always_fails"
     assert first.partition_key == "doomed" and first.retries == 2 and first.replays == 0
     assert first.source.topic == "celery.tasks" and first.source.partition == partition_for_key("doomed", TASK_PARTITIONS)
     assert first.source.offset >= 0 and "RuntimeError" in first.exception and "Traceback" in first.traceback
@@ -49,7 +49,7 @@ def test_last_failure_lands_in_dead_letter_topic_and_replays(kafka, client_app, 
     assert cli.main(["--brokers", kafka, "list"]) == 0
     assert entry.letter_id in capsys.readouterr().out
     assert cli.main(["--brokers", kafka, "replay", entry.letter_id]) == 0
-    assert "replayed celery_kafka.demo.always_fails" in capsys.readouterr().out
+    assert "replayed demo_app.tasks.always_fails" in capsys.readouterr().out
     # The replayed task failed again: a second letter, counting one replay, and the first one is resolved.
     replayed = wait_until(
         lambda: find(kafka, lambda letter: letter.task_id == first.task_id and letter.replays == 1),
@@ -75,7 +75,7 @@ def test_undecodable_record_is_dead_lettered_and_worker_goes_on(kafka, client_ap
         message="two undecodable dead letters",
     )
     key = next(k for k in (f"after-poison-{n}" for n in range(100)) if partition_for_key(k, TASK_PARTITIONS) == 1)
-    send_keyed(client_app, "celery_kafka.demo.record", key, key, 0, run_id)
+    send_keyed(client_app, "demo_app.tasks.record", key, key, 0, run_id)
     wait_until(lambda: workers[1].records(run_id), message="a task after the poison records")
     assert workers[1].alive
 
@@ -83,8 +83,8 @@ def test_undecodable_record_is_dead_lettered_and_worker_goes_on(kafka, client_ap
 def test_worker_killed_mid_task_redelivers_then_dead_letters(kafka, client_app, workers, run_id):
     key = next(k for k in (f"crash-{n}" for n in range(100)) if partition_for_key(k, TASK_PARTITIONS) == 2)
     worker = workers[2]
-    send_keyed(client_app, "celery_kafka.demo.crash", key, run_id)
-    send_keyed(client_app, "celery_kafka.demo.record", key, key, 1, run_id)
+    send_keyed(client_app, "demo_app.tasks.crash", key, run_id)
+    send_keyed(client_app, "demo_app.tasks.record", key, key, 1, run_id)
     # Play systemd: start the worker again every time it dies. It must die exactly max_deliveries (3) times.
     deaths = 0
     for _ in range(3):
@@ -94,7 +94,7 @@ def test_worker_killed_mid_task_redelivers_then_dead_letters(kafka, client_app, 
     entry = wait_until(
         lambda: find(
             kafka,
-            lambda letter: letter.kind == REDELIVERY_LIMIT and letter.task_name == "celery_kafka.demo.crash" and run_id in letter.args,
+            lambda letter: letter.kind == REDELIVERY_LIMIT and letter.task_name == "demo_app.tasks.crash" and run_id in letter.args,
         ),
         timeout=60,
         message="the redelivery-limit dead letter",
@@ -107,11 +107,11 @@ def test_worker_killed_mid_task_redelivers_then_dead_letters(kafka, client_app, 
 def test_offsets_survive_a_worker_restart(kafka, client_app, workers, run_id):
     worker = workers[0]
     key = next(k for k in (f"restart-{n}" for n in range(100)) if partition_for_key(k, TASK_PARTITIONS) == 0)
-    send_keyed(client_app, "celery_kafka.demo.record", key, key, 0, run_id)
+    send_keyed(client_app, "demo_app.tasks.record", key, key, 0, run_id)
     wait_until(lambda: worker.records(run_id), message="the first task")
     worker.stop()
     for seq in range(1, 6):
-        send_keyed(client_app, "celery_kafka.demo.record", key, key, seq, run_id)
+        send_keyed(client_app, "demo_app.tasks.record", key, key, seq, run_id)
     worker.start()
     rows = wait_until(
         lambda: (lambda r: r if len(r) >= 6 else None)(worker.records(run_id)), timeout=90, message="the tasks sent while stopped"

@@ -6,10 +6,10 @@ import threading
 import time
 
 import pytest
+from celery_kafka_testing.localkafka import LocalKafka
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from celery_kafka.app import create_app
-from celery_kafka.localkafka import LocalKafka
 from celery_kafka.settings import WorkerEnvironment
 from celery_kafka.tasks import deferred_acks, send_keyed
 from celery_kafka.transport import DeliveryFailed
@@ -38,7 +38,7 @@ def test_every_record_is_acknowledged_when_the_block_exits(kafka, client_app, ru
     before = end_offsets(kafka)
     with deferred_acks(client_app) as batch:
         for seq in range(300):
-            send_keyed(client_app, "celery_kafka.demo.record", f"key-{seq % 7}", f"key-{seq % 7}", seq, run_id)
+            send_keyed(client_app, "demo_app.tasks.record", f"key-{seq % 7}", f"key-{seq % 7}", seq, run_id)
     # No waiting here: the exit of the block already waited for the brokers.
     assert len(batch.outcomes) == 300
     assert all(outcome.done and outcome.error is None for outcome in batch.outcomes)
@@ -54,7 +54,7 @@ def test_threads_publishing_at_once_each_get_their_own_acknowledgements(kafka, c
         try:
             with deferred_acks(client_app) as batch:
                 for seq in range(100):
-                    send_keyed(client_app, "celery_kafka.demo.record", f"t{thread}-{seq % 5}", f"t{thread}", seq, run_id)
+                    send_keyed(client_app, "demo_app.tasks.record", f"t{thread}-{seq % 5}", f"t{thread}", seq, run_id)
             counts[thread] = sum(1 for outcome in batch.outcomes if outcome.done and outcome.error is None)
         except BaseException as error:  # reported by the assertion below
             errors.append(error)
@@ -78,8 +78,8 @@ def test_a_record_for_an_unknown_topic_raises_naming_it(kafka, run_id):
     }
     started = time.monotonic()
     with pytest.raises(DeliveryFailed) as failed, deferred_acks(app, timeout=20):
-        good = app.send_task("celery_kafka.demo.record", args=("k", 0, run_id))
-        lost = app.send_task("celery_kafka.demo.record", args=("k", 1, run_id), queue="no.such.topic")
+        good = app.send_task("demo_app.tasks.record", args=("k", 0, run_id))
+        lost = app.send_task("demo_app.tasks.record", args=("k", 1, run_id), queue="no.such.topic")
     assert time.monotonic() - started < 20
     labels = [label for label, _ in failed.value.failures]
     assert len(labels) == 1 and lost.id in labels[0] and "no.such.topic" in labels[0], failed.value.failures
@@ -89,13 +89,13 @@ def test_a_record_for_an_unknown_topic_raises_naming_it(kafka, run_id):
 def test_a_stopped_broker_raises_instead_of_dropping(tmp_path, run_id):
     with LocalKafka(ARCHIVE, 1, tmp_path / "kafka") as broker:
         app = create_app(WorkerEnvironment(brokers=[broker.bootstrap]))
-        send_keyed(app, "celery_kafka.demo.record", "k", "k", 0, run_id)  # producer connected, metadata known
+        send_keyed(app, "demo_app.tasks.record", "k", "k", 0, run_id)  # producer connected, metadata known
         assert broker.process is not None
         broker.process.terminate()
         broker.process.wait(60)
         started = time.monotonic()
         with pytest.raises(DeliveryFailed) as failed, deferred_acks(app, timeout=5):
-            sent = [send_keyed(app, "celery_kafka.demo.record", "k", "k", seq, run_id) for seq in range(1, 11)]
+            sent = [send_keyed(app, "demo_app.tasks.record", "k", "k", seq, run_id) for seq in range(1, 11)]
         assert time.monotonic() - started < 30
         assert len(failed.value.failures) == 10
         assert {result.id for result in sent} == {label.split("[")[1].split("]")[0] for label, _ in failed.value.failures}, (

@@ -18,7 +18,7 @@ def test_each_key_runs_in_order_on_its_partition_owner(kafka, client_app, worker
     sent = 0
     for seq in range(10):
         for key in keys:
-            send_keyed(client_app, "celery_kafka.demo.record", key, key, seq, run_id)
+            send_keyed(client_app, "demo_app.tasks.record", key, key, seq, run_id)
             sent += 1
 
     def all_recorded() -> bool:

@@ -14,10 +14,10 @@ import urllib.request
 from collections.abc import Iterator
 
 import pytest
+from celery_kafka_testing.localkafka import LocalKafka, Worker, free_port
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from celery_kafka.localkafka import LocalKafka, Worker, free_port
 from celery_kafka.partitioning import partition_for_key
 from celery_kafka.settings import WorkerEnvironment
 from celery_kafka.tasks import send_keyed
@@ -47,7 +47,7 @@ def test_a_keyed_task_sent_with_credentials_runs_on_its_worker(secure_kafka, sec
 
     app = create_app(environment(secure_kafka))
     key = "secure-customer"
-    send_keyed(app, "celery_kafka.demo.record", key, key, 0, run_id)
+    send_keyed(app, "demo_app.tasks.record", key, key, 0, run_id)
     owner = secure_workers[partition_for_key(key, TASK_PARTITIONS)]
     [row] = wait_until(lambda: owner.records(run_id), timeout=120, message="the task recorded by its partition's worker")
     assert row["key"] == key and row["partition"] == owner.partition

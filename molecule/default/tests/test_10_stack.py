@@ -29,7 +29,7 @@ from verify_support import (
 
 TOPOLOGY = inventory()
 WORKERS = TOPOLOGY.workers
-TASK = "celery_kafka.demo.record"
+TASK = "demo_app.tasks.record"
 
 
 def prometheus_query(expr: str) -> list[dict]:

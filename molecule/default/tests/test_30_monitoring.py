@@ -97,9 +97,9 @@ def generate_task_traffic(app, run_id: str) -> None:
     for partition in WORKERS.values():
         key = next(f"traffic-{run_id}-{n}" for n in range(1000) if partition_for_key(f"traffic-{run_id}-{n}", len(WORKERS)) == partition)
         for sequence in range(5):
-            send_keyed(app, "celery_kafka.demo.record", key, key, sequence, run_id)
-    send_keyed(app, "celery_kafka.demo.flaky", f"flaky-{run_id}", f"flaky-{run_id}", 1, run_id)
-    send_keyed(app, "celery_kafka.demo.always_fails", f"fails-{run_id}", f"fails-{run_id}", run_id)
+            send_keyed(app, "demo_app.tasks.record", key, key, sequence, run_id)
+    send_keyed(app, "demo_app.tasks.flaky", f"flaky-{run_id}", f"flaky-{run_id}", 1, run_id)
+    send_keyed(app, "demo_app.tasks.always_fails", f"fails-{run_id}", f"fails-{run_id}", run_id)
 
 
 def dashboard_queries(monitor) -> list[tuple[str, str, str]]:
@@ -144,7 +144,7 @@ def test_lag_alert_goes_pending_then_firing_and_reaches_alertmanager(prometheus,
     started = time.monotonic()
     try:
         for sequence in range(LAG_TASKS):
-            send_keyed(app, "celery_kafka.demo.record", key, key, sequence, run_id)
+            send_keyed(app, "demo_app.tasks.record", key, key, sequence, run_id)
         timeline: dict[str, float] = {}
 
         def reached(state: str):

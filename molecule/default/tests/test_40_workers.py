@@ -30,8 +30,10 @@ from verify_support import (
     inventory,
     key_on,
     letters,
+    output,
     poll,
     records,
+    run_playbook,
     unit_property,
     wait_full_isr,
 )
@@ -85,11 +87,38 @@ def test_workers_serve_their_metrics():
         assert 0 < values["celery_kafka_memory_usage_bytes"] < MEMORY_MAX
 
 
+DEMO_TASKS = {f"demo_app.tasks.{name}" for name in ("record", "flaky", "always_fails", "memory_hog", "crash")}
+
+
+def test_workers_run_the_deployed_application_and_only_its_tasks():
+    """The unit runs the app named in the inventory, installed from its own wheel; the worker's startup banner lists
+    exactly that app's tasks: the library registers none of its own."""
+    for name, partition in WORKERS.items():
+        node = host(name)
+        assert " -A demo_app.celery:app worker " in unit(node, partition, "ExecStart")
+        assert node.run("/opt/celery-worker/venv/bin/pip show celery-kafka-demo-app").rc == 0
+        banner = node.run(f"journalctl --unit celery-worker@{partition} --no-pager --output cat").stdout
+        registered = {line.split(". ", 1)[1].strip() for line in banner.split("[tasks]")[-1].splitlines() if line.strip().startswith(". ")}
+        assert registered == DEMO_TASKS, registered
+
+
+def test_an_application_that_does_not_import_is_refused_before_any_restart():
+    started = {name: unit(host(name), partition, "MainPID") for name, partition in WORKERS.items()}
+    run = run_playbook("playbooks/celery.yml", "-e", "celery_worker_app=demo_app.missing:app")
+    assert run.returncode != 0, "a deploy of an app that cannot be imported went ahead"
+    assert "celery -A demo_app.missing:app cannot load on" in output(run), output(run)[-3000:]
+    assert "Nothing was restarted" in output(run)
+    for name, partition in WORKERS.items():
+        node = host(name)
+        assert unit(node, partition, "MainPID") == started[name], f"{name}'s worker was restarted"
+        assert " -A demo_app.celery:app worker " in unit(node, partition, "ExecStart"), f"{name}'s unit was changed"
+
+
 def test_keyed_tasks_run_in_send_order_on_the_partition_owner(app, run_id):
     keys = [f"account-{n}" for n in range(30)]
     for seq in range(10):
         for key in keys:
-            send_keyed(app, "celery_kafka.demo.record", key, key, seq, run_id)
+            send_keyed(app, "demo_app.tasks.record", key, key, seq, run_id)
     poll(lambda: sum(map(len, all_records(run_id).values())) >= 300, timeout=300, message="300 recorded tasks")
     by_key: dict[str, list[dict]] = defaultdict(list)
     # Rows in each node's results-file order: the order in which that node ran its tasks.
@@ -124,7 +153,7 @@ def test_offset_and_lag_metrics_follow_the_partition():
                 message=f"{name}'s committed offset metric to reach {end}",
             )
             assert values[f"celery_kafka_consumer_lag{labels}"] == 0
-            assert values['celery_kafka_tasks_succeeded_total{task="celery_kafka.demo.record"}'] >= 1
+            assert values['celery_kafka_tasks_succeeded_total{task="demo_app.tasks.record"}'] >= 1
     finally:
         consumer.close()
 
@@ -155,15 +184,15 @@ def test_memory_hog_is_oom_killed_restarted_and_dead_lettered_without_losing_oth
     node = host(owner_of(partition))
     restarts = int(unit(node, partition, "NRestarts"))
     key = key_on(partition, prefix="hog")
-    send_keyed(app, "celery_kafka.demo.memory_hog", key, 400, run_id)
+    send_keyed(app, "demo_app.tasks.memory_hog", key, 400, run_id)
     for seq in range(5):
-        send_keyed(app, "celery_kafka.demo.record", key, key, seq, run_id)
+        send_keyed(app, "demo_app.tasks.record", key, key, seq, run_id)
     entry = poll(
         lambda: next((e for e in letters().values() if e.letter.kind == REDELIVERY_LIMIT and run_id in e.letter.args), None),
         timeout=240,
         message="the memory hog in the dead-letter topic",
     )
-    assert entry.letter.task_name == "celery_kafka.demo.memory_hog" and "delivered 3 times" in entry.letter.reason
+    assert entry.letter.task_name == "demo_app.tasks.memory_hog" and "delivered 3 times" in entry.letter.reason
     assert int(unit(node, partition, "NRestarts")) == restarts + 3, "systemd restarted the worker after each OOM kill"
     journal = node.run(f"journalctl -u celery-worker@{partition} --no-pager -n 400").stdout
     assert "status=9/KILL" in journal, "the kernel killed the worker (SIGKILL from the OOM killer)"
@@ -174,7 +203,7 @@ def test_memory_hog_is_oom_killed_restarted_and_dead_lettered_without_losing_oth
 
 def test_dead_letter_after_retries_and_replay_runs_it_again(app, run_id):
     env = WorkerEnvironment(brokers=bootstrap().split(","))
-    send_keyed(app, "celery_kafka.demo.always_fails", "replay-me", "replay-me", run_id)
+    send_keyed(app, "demo_app.tasks.always_fails", "replay-me", "replay-me", run_id)
     first = poll(
         lambda: next((e for e in letters().values() if e.letter.kind == TASK_FAILED and run_id in e.letter.args), None),
         message="the failing task's dead letter",
@@ -201,7 +230,7 @@ def test_tasks_keep_flowing_with_a_broker_down(app, run_id):
         poll(lambda: len(admin().list_topics(TASK_TOPIC, timeout=10).brokers) == 2, timeout=30, message=f"{stopped} fenced")
         for seq in range(100):
             key = f"outage-{seq % 10}"
-            send_keyed(app, "celery_kafka.demo.record", key, key, seq, run_id)
+            send_keyed(app, "demo_app.tasks.record", key, key, seq, run_id)
         rows = poll(
             lambda: (lambda r: r if sum(map(len, r.values())) >= 100 else None)(all_records(run_id)),
             timeout=240,

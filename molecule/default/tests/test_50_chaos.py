@@ -1,6 +1,6 @@
 """No task is lost under faults: each test runs one fault under a steady keyed load and accounts for every task id.
 
-The load (celery_kafka.chaos.LoadGenerator) sends `celery_kafka.demo.record` tasks from the controller through the
+The load (celery_kafka_testing.chaos.LoadGenerator) sends `demo_app.tasks.record` tasks from the controller through the
 brokers' CLIENT listeners at about 100 per second over 200 keys; a publish that raises is retried with the same task
 id. After the fault the test waits until every acknowledged id ran on a worker (results files on the nodes) or is in
 the dead-letter topic. A fault fails the test when an acknowledged id is lost, when a publish was never acknowledged,
@@ -19,9 +19,9 @@ import time
 from collections.abc import Callable, Iterator
 
 import pytest
+from celery_kafka_testing.chaos import Completion, LoadGenerator, Row, celery_publisher, drain, format_table, parse_results
 from confluent_kafka import Producer
 
-from celery_kafka.chaos import Completion, LoadGenerator, Row, celery_publisher, drain, format_table, parse_results
 from celery_kafka.deadletter import REDELIVERY_LIMIT, UNDECODABLE
 from celery_kafka.partitioning import partition_for_key
 from celery_kafka.tasks import send_keyed
@@ -212,7 +212,7 @@ def test_worker_oom_killed_by_its_memory_limit(app):
         restarts = int(unit_property(host(name), unit, "NRestarts"))
         key = next(k for k in (f"{load.run_id}-hog-{n}" for n in range(1000)) if partition_for_key(k, 3) == partition)
         # A client of its own: the load's thread keeps publishing through `app` meanwhile.
-        holder["id"] = send_keyed(client(), "celery_kafka.demo.memory_hog", key, 400, load.run_id).id
+        holder["id"] = send_keyed(client(), "demo_app.tasks.memory_hog", key, 400, load.run_id).id
         entry = poll(
             lambda: next((e for e in letters().values() if e.letter.task_id == holder["id"]), None),
             timeout=400,

@@ -20,7 +20,7 @@ def test_a_fourth_worker_in_the_inventory_gets_partition_3(tmp_path):
     app = client()
     # The long-lived client sends a task first, so it holds metadata of the 3-partition topic.
     run_id = uuid.uuid4().hex[:8]
-    send_keyed(app, "celery_kafka.demo.record", "warm-up", "warm-up", 0, run_id)
+    send_keyed(app, "demo_app.tasks.record", "warm-up", "warm-up", 0, run_id)
     # When did the fourth partition appear? Watched while the playbook runs, so the wait for the client's metadata
     # refresh below counts from that moment rather than from the end of the run.
     grown: dict[str, float] = {}
@@ -50,6 +50,6 @@ def test_a_fourth_worker_in_the_inventory_gets_partition_3(tmp_path):
     time.sleep(max(0.0, grown["at"] + METADATA_REFRESH + 5 - time.monotonic()))
     key = key_on(3, partitions=4, prefix="fourth")
     for seq in range(5):
-        send_keyed(app, "celery_kafka.demo.record", key, key, seq, run_id)
+        send_keyed(app, "demo_app.tasks.record", key, key, seq, run_id)
     rows = poll(lambda: (lambda r: r if len(r) >= 5 else None)(records(host(SPARE), run_id)), timeout=120, message="tasks on partition 3")
     assert {row["partition"] for row in rows} == {3} and [row["seq"] for row in rows] == list(range(5))

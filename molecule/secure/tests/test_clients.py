@@ -66,7 +66,7 @@ def test_keyed_task_sent_over_sasl_ssl_runs_on_the_worker(env):
     run_id = uuid.uuid4().hex[:8]
     key = f"secure-{run_id}"
     assert partition_for_key(key, 1) == 0
-    send_keyed(create_app(env), "celery_kafka.demo.record", key, key, 0, run_id)
+    send_keyed(create_app(env), "demo_app.tasks.record", key, key, 0, run_id)
     worker = host(WORKER)
 
     def recorded() -> list[dict]:

@@ -1,6 +1,6 @@
 """Keyed load under faults, and the end-to-end accounting of every task id (Molecule scenario `chaos`).
 
-A LoadGenerator thread sends `celery_kafka.demo.record` tasks at a steady rate over many keys, each with a task id
+A LoadGenerator thread sends `demo_app.tasks.record` tasks at a steady rate over many keys, each with a task id
 and a per-key sequence number chosen here. A publish that raises is sent again with the SAME task id (a publish
 retry), so an id is either acknowledged by the brokers or reported as never acknowledged. After the fault and the
 drain, `account` compares the acknowledged ids with what the workers recorded (results files) and what landed in the
@@ -29,7 +29,7 @@ from celery import Celery
 
 from celery_kafka.envelope import PARTITION_KEY_HEADER
 
-RECORD_TASK = "celery_kafka.demo.record"
+RECORD_TASK = "demo_app.tasks.record"
 
 
 @dataclass(frozen=True)
@@ -53,7 +53,7 @@ class Completion:
 
 
 def parse_results(text: str, run_id: str, node: str) -> list[Completion]:
-    """The completions of `run_id` in a worker's results file (JSON lines written by celery_kafka.demo.record)."""
+    """The completions of `run_id` in a worker's results file (JSON lines written by demo_app.tasks.record)."""
     found = []
     for line_number, line in enumerate(text.splitlines()):
         if not line.strip():

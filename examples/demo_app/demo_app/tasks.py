@@ -1,4 +1,4 @@
-"""Demo tasks used by the tests and `make demo`: each proves one behaviour of the system.
+"""The example application's tasks, run by `make demo` and the tests: each proves one behaviour of the system.
 
 - record: appends what ran where (key, sequence number, worker node, partition, offset) to a results file on the
   worker node, so tests can check per-key order and partition ownership on the node itself;
@@ -18,8 +18,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from celery_kafka.app import app
 from celery_kafka.transport import current_delivery
+from demo_app.celery import app
 
 RESULTS_FILE = Path(os.environ.get("CELERY_KAFKA_RESULTS_FILE", "/var/lib/celery-worker/results.jsonl"))
 
@@ -44,7 +44,7 @@ def _record(task: Any, **fields: Any) -> dict[str, Any]:
     return entry
 
 
-@app.task(bind=True, name="celery_kafka.demo.record")
+@app.task(bind=True)
 def record(self: Any, key: str, seq: int, run_id: str = "") -> dict[str, Any]:
     return _record(self, key=key, seq=seq, run_id=run_id)
 
@@ -53,19 +53,19 @@ class TransientError(RuntimeError):
     """A failure that goes away when retried."""
 
 
-@app.task(bind=True, name="celery_kafka.demo.flaky", autoretry_for=(TransientError,), max_retries=5, default_retry_delay=0)
+@app.task(bind=True, autoretry_for=(TransientError,), max_retries=5, default_retry_delay=0)
 def flaky(self: Any, key: str, failures: int, run_id: str = "") -> dict[str, Any]:
     if self.request.retries < failures:
         raise TransientError(f"failing on purpose, attempt {self.request.retries + 1} of {failures + 1}")
     return _record(self, key=key, run_id=run_id)
 
 
-@app.task(bind=True, name="celery_kafka.demo.always_fails", autoretry_for=(RuntimeError,), max_retries=2, default_retry_delay=0)
+@app.task(bind=True, autoretry_for=(RuntimeError,), max_retries=2, default_retry_delay=0)
 def always_fails(self: Any, key: str, run_id: str = "") -> None:
     raise RuntimeError(f"always fails (key {key}, retry {self.request.retries})")
 
 
-@app.task(bind=True, name="celery_kafka.demo.memory_hog")
+@app.task(bind=True)
 def memory_hog(self: Any, megabytes: int, run_id: str = "") -> None:
     chunk = 1024 * 1024
     hog = []
@@ -76,7 +76,7 @@ def memory_hog(self: Any, megabytes: int, run_id: str = "") -> None:
     time.sleep(5)
 
 
-@app.task(bind=True, name="celery_kafka.demo.crash")
+@app.task(bind=True)
 def crash(self: Any, run_id: str = "") -> None:
     """Kill the worker process mid-task, as the kernel's OOM killer does (the local stand-in for memory_hog)."""
     os.kill(os.getpid(), 9)

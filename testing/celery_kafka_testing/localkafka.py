@@ -329,7 +329,7 @@ class Worker:
                     "-m",
                     "celery",
                     "-A",
-                    "celery_kafka.app",
+                    "demo_app.celery:app",
                     "worker",
                     "--pool=solo",
                     f"--loglevel={self.loglevel}",

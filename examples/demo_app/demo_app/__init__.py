@@ -1,0 +1,1 @@
+"""Example application: `celery -A demo_app.celery:app worker`."""

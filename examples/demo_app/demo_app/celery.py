@@ -1,0 +1,10 @@
+"""The application's Celery app, as any team writes one, with the Kafka side applied by celery_kafka.configure."""
+
+from __future__ import annotations
+
+from celery import Celery
+
+import celery_kafka
+
+app = Celery("demo_app", include=["demo_app.tasks"])
+celery_kafka.configure(app)
