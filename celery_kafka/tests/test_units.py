@@ -124,6 +124,34 @@ def test_settings_fit_kafka():
     assert settings["accept_content"] == ["json"] and settings["task_acks_late"] and settings["task_reject_on_worker_lost"]
     assert settings["worker_prefetch_multiplier"] == 1 and not settings["worker_enable_remote_control"]
     assert WorkerEnvironment.from_environ({}).partition is None
+    assert settings["task_ignore_result"] and settings["result_backend"] is None
+
+
+def test_a_result_backend_of_the_users_choosing_is_passed_through():
+    env = WorkerEnvironment.from_environ({"CELERY_KAFKA_BROKERS": "k1:9092", "CELERY_KAFKA_RESULT_BACKEND": "redis://cache:6379/1"})
+    settings = celery_settings(env)
+    assert settings["result_backend"] == "redis://cache:6379/1" and not settings["task_ignore_result"]
+
+
+def test_configure_applies_the_kafka_side_to_an_existing_app_and_refuses_when_too_late():
+    from celery import Celery, Task
+
+    import celery_kafka
+
+    app = Celery("shop")
+    assert celery_kafka.configure(app, WorkerEnvironment(brokers=["k1:9092"])) is app
+
+    @app.task(name="shop.ship")
+    def ship() -> None: ...
+
+    app.finalize()
+    assert isinstance(app.tasks["shop.ship"], celery_kafka.DeadLetteringTask)
+    assert app.conf.broker_url == "partitionedkafka://k1:9092" and app.conf.task_acks_late
+
+    late = Celery("late")
+    assert late.Task is not None and issubclass(late.Task, Task)  # the task class is built with Celery's default base
+    with pytest.raises(celery_kafka.ConfigureError, match="right after Celery"):
+        celery_kafka.configure(late)
 
 
 def test_transport_helpers():

@@ -21,6 +21,8 @@ class WorkerEnvironment:
     partition: int | None = None
     max_deliveries: int = 3
     task_time_limit: int = 300
+    # A result store of the user's choosing (redis://, db+postgresql://, ...) for AsyncResult.get(); Kafka is none.
+    result_backend: str | None = None
     # CELERY_KAFKA_SECURITY_PROTOCOL, _SASL_MECHANISM, _SASL_USERNAME, _SASL_PASSWORD, _SSL_CA_LOCATION.
     security: KafkaSecurity = field(default_factory=KafkaSecurity)
 
@@ -36,6 +38,7 @@ class WorkerEnvironment:
             partition=int(partition) if partition.strip() else None,
             max_deliveries=int(env.get("CELERY_KAFKA_MAX_DELIVERIES", cls.max_deliveries)),
             task_time_limit=int(env.get("CELERY_KAFKA_TASK_TIME_LIMIT", cls.task_time_limit)),
+            result_backend=env.get("CELERY_KAFKA_RESULT_BACKEND", "").strip() or None,
             security=KafkaSecurity.from_environ(env),
         )
 
@@ -65,9 +68,9 @@ def celery_settings(env: WorkerEnvironment) -> dict[str, Any]:
         "task_serializer": "json",
         "result_serializer": "json",
         "accept_content": ["json"],
-        # Kafka is not a result store; tasks that must report something write it themselves.
-        "task_ignore_result": True,
-        "result_backend": None,
+        # Kafka is not a result store: results are kept only when a backend of the user's own is given.
+        "task_ignore_result": env.result_backend is None,
+        "result_backend": env.result_backend,
         "task_default_queue": env.task_topic,
         "task_default_exchange": env.task_topic,
         "task_default_routing_key": env.task_topic,
