@@ -152,14 +152,17 @@ APP = {"celery_worker_app": "myshop.celery:app", "celery_worker_app_packages": [
 
 
 def run_worker_preflight(
-    tmp_path: Path, workers: dict[str, int | None], wheels: bool = True, app: dict | None = None
+    tmp_path: Path, workers: dict[str, int | None], wheels: bool = True, app: dict | None = None, beat: tuple[str, ...] = ()
 ) -> subprocess.CompletedProcess:
     wheel_dir = tmp_path / "wheels"
     wheel_dir.mkdir(exist_ok=True)
     if wheels:
         (wheel_dir / "celery_kafka_partitioned-0.1.0-py3-none-any.whl").write_bytes(b"x")
         (wheel_dir / "myshop-1.4.2-py3-none-any.whl").write_bytes(b"x")
-    hosts = {name: ({} if partition is None else {"celery_worker_partition": partition}) for name, partition in workers.items()}
+    hosts = {
+        name: ({} if partition is None else {"celery_worker_partition": partition}) | ({"celery_worker_beat": True} if name in beat else {})
+        for name, partition in workers.items()
+    }
     inventory = tmp_path / "workers.yml"
     inventory.write_text(
         yaml.safe_dump(
@@ -212,3 +215,8 @@ def test_application_package_without_its_wheel_is_refused(tmp_path):
     assert_refused(result, "No wheel for myshop==1.5.0 in")
     unpinned = run_worker_preflight(tmp_path, {"w1": 0}, app={**APP, "celery_worker_app_packages": ["myshop"]})
     assert_refused(unpinned, "Pin each application package as name==version")
+
+
+def test_celery_beat_on_two_hosts_is_refused(tmp_path):
+    assert run_worker_preflight(tmp_path, {"w1": 0, "w2": 1}, beat=("w2",)).returncode == 0
+    assert_refused(run_worker_preflight(tmp_path, {"w1": 0, "w2": 1}, beat=("w1", "w2")), "celery_worker_beat is true on w1, w2")

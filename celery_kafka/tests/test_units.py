@@ -196,3 +196,14 @@ def test_a_commit_is_retried_while_the_group_coordinator_moves():
 
     with pytest.raises(KafkaException):
         retry_while_coordinator_moves(never_ready, retriable, timeout=0.05, pause=0.01)
+
+
+def test_beat_entries_are_sent_keyed_by_their_name_unless_they_name_a_key():
+    from celery.beat import ScheduleEntry
+
+    from celery_kafka.beat import keyed_options
+
+    plain = ScheduleEntry(name="nightly-report", task="shop.report", schedule=60.0, options={"queue": "celery.tasks"})
+    assert keyed_options(plain) == {"queue": "celery.tasks", "headers": {"partition_key": "nightly-report"}}
+    own = ScheduleEntry(name="sync", task="shop.sync", schedule=60.0, options={"headers": {"partition_key": "acct-7", "x": 1}})
+    assert keyed_options(own)["headers"] == {"partition_key": "acct-7", "x": 1}

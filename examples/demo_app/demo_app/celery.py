@@ -8,3 +8,5 @@ import celery_kafka
 
 app = Celery("demo_app", include=["demo_app.tasks"])
 celery_kafka.configure(app)
+# Periodic tasks, sent by `celery beat` on the one worker host with celery_worker_beat (keyed by the entry name).
+app.conf.beat_schedule = {"tick": {"task": "demo_app.tasks.tick", "schedule": 10.0}}

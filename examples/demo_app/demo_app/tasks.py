@@ -1,5 +1,6 @@
 """The example application's tasks, run by `make demo` and the tests: each proves one behaviour of the system.
 
+- tick: the periodic task of the beat schedule (results under run id "beat");
 - record: appends what ran where (key, sequence number, worker node, partition, offset) to a results file on the
   worker node, so tests can check per-key order and partition ownership on the node itself;
 - flaky: fails a given number of times, then succeeds (retries work);
@@ -58,6 +59,12 @@ def flaky(self: Any, key: str, failures: int, run_id: str = "") -> dict[str, Any
     if self.request.retries < failures:
         raise TransientError(f"failing on purpose, attempt {self.request.retries + 1} of {failures + 1}")
     return _record(self, key=key, run_id=run_id)
+
+
+@app.task(bind=True)
+def tick(self: Any, run_id: str = "beat") -> dict[str, Any]:
+    """The periodic task of the app's beat schedule (celery.py): records when each run happened and where."""
+    return _record(self, key="tick", seq=0, run_id=run_id)
 
 
 @app.task(bind=True, autoretry_for=(RuntimeError,), max_retries=2, default_retry_delay=0)

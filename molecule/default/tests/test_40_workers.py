@@ -8,6 +8,7 @@ ones come last.
 from __future__ import annotations
 
 from collections import defaultdict
+from itertools import pairwise
 
 import pytest
 import requests
@@ -87,7 +88,8 @@ def test_workers_serve_their_metrics():
         assert 0 < values["celery_kafka_memory_usage_bytes"] < MEMORY_MAX
 
 
-DEMO_TASKS = {f"demo_app.tasks.{name}" for name in ("record", "flaky", "always_fails", "memory_hog", "crash")}
+DEMO_TASKS = {f"demo_app.tasks.{name}" for name in ("record", "tick", "flaky", "always_fails", "memory_hog", "crash")}
+TICK_SECONDS = 10.0
 
 
 def test_workers_run_the_deployed_application_and_only_its_tasks():
@@ -112,6 +114,26 @@ def test_an_application_that_does_not_import_is_refused_before_any_restart():
         node = host(name)
         assert unit(node, partition, "MainPID") == started[name], f"{name}'s worker was restarted"
         assert " -A demo_app.celery:app worker " in unit(node, partition, "ExecStart"), f"{name}'s unit was changed"
+
+
+def test_celery_beat_runs_on_one_host_and_each_tick_runs_once_per_interval():
+    """beat runs where the inventory says (celery_worker_beat) and nowhere else; the app's periodic task runs once per
+    interval in all (not once per worker), always on one partition (keyed by the entry name)."""
+    beat_hosts = [name for name in WORKERS if TOPOLOGY.hostvars[name].get("celery_worker_beat")]
+    assert len(beat_hosts) == 1
+    for name in WORKERS:
+        assert host(name).service("celery-beat").is_running == (name in beat_hosts), name
+
+    def ticks() -> list[dict]:
+        return sorted((row for name in WORKERS for row in records(host(name), "beat")), key=lambda row: row["finished_at"])
+
+    before = len(ticks())
+    later = poll(lambda: (lambda rows: rows if len(rows) >= before + 4 else None)(ticks()), timeout=90, message="4 more ticks")
+    times = [row["finished_at"] for row in later[-4:]]
+    gaps = [round(b - a, 1) for a, b in pairwise(times)]
+    assert all(TICK_SECONDS * 0.6 <= gap <= TICK_SECONDS * 1.4 for gap in gaps), f"ticks should be {TICK_SECONDS} s apart: {gaps}"
+    assert len({row["partition"] for row in later[-4:]}) == 1
+    print(f"\nbeat on {beat_hosts[0]}: ticks {gaps} s apart, on partition {later[-1]['partition']}")
 
 
 def test_keyed_tasks_run_in_send_order_on_the_partition_owner(app, run_id):
