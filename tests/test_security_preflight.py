@@ -24,7 +24,12 @@ def run_worker_preflight(tmp_path: Path, variables: dict) -> subprocess.Complete
     wheels.mkdir(exist_ok=True)
     (wheels / "celery_kafka_partitioned-0.1.0-py3-none-any.whl").write_bytes(b"x")
     inventory = tmp_path / "workers.yml"
-    settings = {"ansible_connection": "local", "ansible_python_interpreter": sys.executable, "celery_worker_wheels_dir": str(wheels)}
+    settings = {
+        "ansible_connection": "local",
+        "ansible_python_interpreter": sys.executable,
+        "celery_worker_wheels_dir": str(wheels),
+        "celery_worker_app": "myshop.celery:app",
+    }
     groups = {"celery_workers": {"hosts": {"w1": {}}}}
     inventory.write_text(yaml.safe_dump({"all": {"vars": {**settings, **variables}, "children": groups}}))
     return run_playbook("playbooks/celery.yml", inventory, "--tags", "celery_preflight")
