@@ -13,7 +13,7 @@ from celery_kafka.deadletter import TASK_FAILED, UNDECODABLE, DeadLetter, Source
 from celery_kafka.envelope import UndecodableMessage, decode_envelope, task_message
 from celery_kafka.partitioning import murmur2, partition_for_key
 from celery_kafka.settings import WorkerEnvironment, celery_settings
-from celery_kafka.transport import bootstrap_servers, parse_attempt, retry_while_coordinator_moves
+from celery_kafka.transport import bootstrap_servers, retry_while_coordinator_moves
 
 # Expected values from Kafka's own UtilsTest (Java ints).
 MURMUR2_VECTORS = {
@@ -156,7 +156,6 @@ def test_configure_applies_the_kafka_side_to_an_existing_app_and_refuses_when_to
 
 def test_transport_helpers():
     assert bootstrap_servers([("k1", 9092), ("k2", None), ("k1", 9092)]) == "k1:9092,k2:9092"
-    assert (parse_attempt("attempt=3"), parse_attempt(None), parse_attempt("attempt=x"), parse_attempt("other")) == (3, 0, 0, 0)
 
 
 def test_lag_counts_from_commit_or_from_log_start() -> None:

@@ -10,7 +10,7 @@ from celery.result import AsyncResult
 
 from celery_kafka.deadletter import TASK_FAILED, DeadLetter, Source, encode_raw
 from celery_kafka.envelope import PARTITION_KEY_HEADER, REPLAY_COUNT_HEADER
-from celery_kafka.transport import current_delivery, deferred_acks
+from celery_kafka.transport import deferred_acks, delivery_of
 
 __all__ = ["DeadLetteringTask", "deferred_acks", "send_keyed"]
 
@@ -21,7 +21,7 @@ class DeadLetteringTask(Task):
 
     def on_failure(self, exc: BaseException, task_id: str, args: Any, kwargs: Any, einfo: Any) -> None:
         request = self.request
-        delivery = current_delivery((request.properties or {}).get("delivery_tag"))
+        delivery = delivery_of(request)
         headers = request.headers or {}
         letter = DeadLetter(
             kind=TASK_FAILED,

@@ -13,12 +13,15 @@ What it changes, and why:
   rebalancing: no other worker can take it over) and resumes from the offset committed for it;
 * an ack commits exactly ``offset + 1`` of the acked message (never "whatever was consumed"), and never past a
   message still in flight (offsets.py); with Celery's ``acks_late`` that happens after the task finished. The ack's
-  commit rides on the next message's attempt commit (same offset), or is stored after one empty poll: one
-  synchronous commit per task instead of two;
-* before a message is handed to the worker, its delivery attempt is committed (same offset, attempt number in the
-  commit metadata). A worker killed mid-task (OOM) restarts from that offset and knows how often the message was
-  already tried; past ``max_deliveries`` the message goes to the dead-letter topic instead of killing the worker
-  again;
+  commit rides on the next message's attempt commit, or is stored after one empty poll: one synchronous commit per
+  task instead of two;
+* before a message is handed to the worker, its delivery attempt is committed (the commit metadata holds the attempt
+  of every message in flight, and with a concurrent pool the offsets after the committed one that already
+  finished). A worker killed mid-task (OOM) restarts from that offset and knows how often each message was already
+  tried; past ``max_deliveries`` the message goes to the dead-letter topic instead of killing the worker again;
+* a message given back by the worker (Celery requeues it when a pool child dies running it) is delivered again from
+  memory, with its attempt counted, without rewinding the partition: messages after it that are running in other
+  pool children are not read twice;
 * a record that is not a Celery JSON message goes to the dead-letter topic and the worker goes on;
 * topics are never created here: they are declared (partitions, replication) by the Ansible kafka_topics role.
 """
@@ -48,7 +51,8 @@ logger = logging.getLogger(__name__)
 
 SCHEME = "partitionedkafka"
 DEFAULT_PORT = 9092
-ATTEMPT_PREFIX = "attempt="
+# Message headers carrying the Kafka coordinates of a delivered task into the task's request, also in a pool child.
+SOURCE_HEADERS = ("kafka_topic", "kafka_partition", "kafka_offset", "kafka_attempt")
 
 
 class DeliveryFailed(KafkaException):
@@ -144,7 +148,8 @@ def deferred_acks(app: Any = None, timeout: float | None = None) -> Iterator[Def
 
 @dataclass
 class Delivery:
-    """Where a message handed to the worker came from; looked up by delivery tag (see current_delivery)."""
+    """Where a message handed to the worker came from; looked up by delivery tag (see current_delivery). A message
+    given back for redelivery is kept as one, with the attempt it was delivered with."""
 
     topic: str
     partition: int
@@ -156,8 +161,8 @@ class Delivery:
     raw_value: bytes | None
 
 
-# Deliveries of this process by delivery tag. The solo pool runs tasks in the consuming process, so a task can find
-# the Kafka coordinates of its own message here (the dead-letter writer needs them).
+# Deliveries of this process by delivery tag. The solo and threads pools run tasks in the consuming process, so a task
+# finds the Kafka coordinates and raw bytes of its own message here (the dead-letter writer needs them).
 _DELIVERIES: dict[str, Delivery] = {}
 
 
@@ -165,14 +170,26 @@ def current_delivery(delivery_tag: str | None) -> Delivery | None:
     return None if delivery_tag is None else _DELIVERIES.get(delivery_tag)
 
 
-def parse_attempt(metadata: str | None) -> int:
-    """Attempt number stored in a commit's metadata ('attempt=3' -> 3); 0 when absent."""
-    if metadata and metadata.startswith(ATTEMPT_PREFIX):
-        try:
-            return int(metadata[len(ATTEMPT_PREFIX) :])
-        except ValueError:
-            return 0
-    return 0
+def delivery_of(request: Any) -> Delivery | None:
+    """The delivery of the task `request` (a Celery task's self.request): from this process, or, in a prefork pool
+    child, rebuilt from the message headers the transport added (without the raw bytes)."""
+    found = current_delivery((getattr(request, "properties", None) or {}).get("delivery_tag"))
+    if found is not None:
+        return found
+    topic, partition, offset, attempt = (getattr(request, name, None) for name in SOURCE_HEADERS)
+    if topic is None or partition is None or offset is None:
+        return None
+    key = getattr(request, PARTITION_KEY_HEADER, None)
+    return Delivery(
+        topic=str(topic),
+        partition=int(partition),
+        offset=int(offset),
+        attempt=int(attempt or 1),
+        key=None if key is None else str(key).encode(),
+        timestamp_ms=None,
+        headers={},
+        raw_value=None,
+    )
 
 
 def record_headers(message: Message) -> dict[str, str]:
@@ -206,7 +223,7 @@ def bootstrap_servers(hosts: list[tuple[str, int | None]]) -> str:
 
 
 class QoS(confluentkafka.QoS):
-    """Acks commit the acked message's own offset; a requeue rewinds the partition to it."""
+    """Acks commit the acked message's own offset; a requeue delivers the message again."""
 
     def ack(self, delivery_tag: str) -> None:
         message = self._not_yet_acked.pop(delivery_tag, None)
@@ -218,7 +235,7 @@ class QoS(confluentkafka.QoS):
             self.ack(delivery_tag)
             return
         if self._not_yet_acked.pop(delivery_tag, None) is not None:
-            self.channel.rewind_delivery(delivery_tag)
+            self.channel.redeliver(delivery_tag)
 
 
 class Channel(confluentkafka.Channel):
@@ -244,8 +261,10 @@ class Channel(confluentkafka.Channel):
         self._deferred_producer: Producer | None = None
         self._attempts: dict[tuple[str, int, int], int] = {}
         self._positions: dict[tuple[str, int], PartitionPositions] = {}
-        # Acks whose commit waits for the partition's next poll (see commit_delivery).
-        self._deferred_ack_commits: dict[tuple[str, int], Commit] = {}
+        # Partitions with acks whose commit waits for the partition's next poll (see commit_delivery).
+        self._unstored_acks: set[tuple[str, int]] = set()
+        # Messages given back by the worker, delivered again before anything new is read (by topic).
+        self._redeliveries: dict[str, list[Delivery]] = {}
         super().__init__(*args, **kwargs)
 
     # --- configuration -----------------------------------------------------------------------------------------
@@ -385,11 +404,12 @@ class Channel(confluentkafka.Channel):
             )
             owned = TopicPartition(topic, partition)
             committed = self._committed(consumer, owned)
-            positions = self._positions.setdefault((topic, partition), PartitionPositions())
             if committed.offset != OFFSET_INVALID:
-                positions.committed = committed.offset
-                # A delivery attempt was recorded for this offset before the worker stopped (or was killed).
-                self._attempts[(topic, partition, committed.offset)] = parse_attempt(committed.metadata)
+                # Delivery attempts (and finished offsets) recorded before the worker stopped, or was killed.
+                positions, attempts = PartitionPositions.resumed(committed.offset, committed.metadata)
+                self._positions[(topic, partition)] = positions
+                for offset, attempt in attempts.items():
+                    self._attempts[(topic, partition, offset)] = attempt
             consumer.assign([owned])
             metrics.PARTITIONS.channels.append(self)
             logger.info("consuming %s partition %s from committed offset %s", topic, partition, committed.offset)
@@ -422,20 +442,20 @@ class Channel(confluentkafka.Channel):
             time.sleep(1)
 
     def _commit(self, topic: str, partition: int, commit: Commit | None) -> None:
-        """Store a position (synchronously: a restart must never resume before a finished message).
+        """Store a position and what it records (synchronously: a restart must never resume before a finished
+        message, nor without the attempt of a message that was running).
 
-        A commit supersedes the partition's deferred ack (its offset is the same or later); with nothing new to
-        commit, the deferred ack is stored now."""
-        deferred = self._deferred_ack_commits.pop((topic, partition), None)
-        commit = commit or deferred
+        A commit is the partition's whole state, so it also stores any deferred ack; with nothing new to commit, the
+        deferred acks are stored now."""
+        positions = self._partition_positions(topic, partition)
+        self._unstored_acks.discard((topic, partition))
+        commit = commit or positions.pending()
         if commit is None:
             return
-        if commit.attempt is None:
-            owned = TopicPartition(topic, partition, commit.offset)
-        else:
-            owned = TopicPartition(topic, partition, commit.offset, metadata=f"{ATTEMPT_PREFIX}{commit.attempt}")
+        owned = TopicPartition(topic, partition, commit.offset, metadata=commit.metadata())
         consumer = self._get_consumer(topic)
         retry_while_coordinator_moves(lambda: consumer.commit(offsets=[owned], asynchronous=False), self._coordinator_not_ready)
+        positions.stored_as(commit)
 
     def _partition_positions(self, topic: str, partition: int) -> PartitionPositions:
         return self._positions.setdefault((topic, partition), PartitionPositions())
@@ -444,98 +464,105 @@ class Channel(confluentkafka.Channel):
         if self.assigned_partition is None:
             return super()._get(queue, **kwargs)
         topic = self.sanitize_queue_name(queue)
-        consumer = self._get_consumer(topic)
-        record = consumer.poll(self.wait_time_seconds)
-        if record is None:
-            self.flush_deferred_acks(topic)
-            raise Empty()
-        if record.error():
-            logger.warning("consumer error on %s: %s", topic, record.error())
-            self.flush_deferred_acks(topic)
-            raise Empty()
-        partition, offset = record.partition(), record.offset()
-        attempt = self._attempts.pop((topic, partition, offset), 0) + 1
-
+        delivery = self._next_delivery(topic)
+        positions = self._partition_positions(topic, delivery.partition)
         try:
-            envelope = decode_envelope(record.value())
+            envelope = decode_envelope(delivery.raw_value)
             task = task_message(envelope)
         except UndecodableMessage as error:
-            self._dead_letter(record, UNDECODABLE, f"undecodable record: {error}")
+            self._dead_letter(delivery, UNDECODABLE, f"undecodable record: {error}")
             raise Empty() from None
 
-        if attempt > self.max_deliveries:
+        if delivery.attempt > self.max_deliveries:
             self._dead_letter(
-                record,
+                delivery,
                 REDELIVERY_LIMIT,
-                f"delivered {attempt - 1} times without an acknowledgement: the worker died running it "
+                f"delivered {delivery.attempt - 1} times without an acknowledgement: the worker died running it "
                 f"(killed by its memory limit, or crashed); limit is {self.max_deliveries}",
                 task=task,
             )
             raise Empty()
 
         # Persist the attempt before the task runs: if the worker dies, the restart sees it (offset stays here).
-        self._commit(topic, partition, self._partition_positions(topic, partition).delivered(offset, attempt))
+        self._commit(topic, delivery.partition, positions.delivered(delivery.offset, delivery.attempt))
         delivery_tag = str(uuid.uuid4())
-        _DELIVERIES[delivery_tag] = Delivery(
-            topic=topic,
-            partition=partition,
-            offset=offset,
-            attempt=attempt,
-            key=record.key(),
-            timestamp_ms=record.timestamp()[1],
-            headers=record_headers(record),
-            raw_value=record.value(),
-        )
+        _DELIVERIES[delivery_tag] = delivery
+        headers = envelope.setdefault("headers", {})
+        headers.update(zip(SOURCE_HEADERS, (topic, delivery.partition, delivery.offset, delivery.attempt), strict=True))
         properties = envelope["properties"]
         properties["delivery_tag"] = delivery_tag
         properties.setdefault("delivery_info", {})
         return {**envelope, "topic": topic}
 
+    def _next_delivery(self, topic: str) -> Delivery:
+        """The next message for the worker, attempt counted: one given back first, else the next record read.
+        Raises Empty when there is none (and stores the deferred acks then)."""
+        waiting = self._redeliveries.get(topic)
+        if waiting:
+            given_back = waiting.pop(0)
+            given_back.attempt += 1
+            return given_back
+        consumer = self._get_consumer(topic)
+        record = consumer.poll(self.wait_time_seconds)
+        if record is None or record.error():
+            if record is not None:
+                logger.warning("consumer error on %s: %s", topic, record.error())
+            self.flush_deferred_acks(topic)
+            raise Empty()
+        partition, offset = record.partition(), record.offset()
+        if self._partition_positions(topic, partition).finished_before_restart(offset):
+            # A pool finished it before the worker restarted (recorded in the commit it resumed from).
+            self._commit(topic, partition, self._partition_positions(topic, partition).skipped(offset))
+            raise Empty()
+        return Delivery(
+            topic=topic,
+            partition=partition,
+            offset=offset,
+            attempt=self._attempts.pop((topic, partition, offset), 0) + 1,
+            key=record.key(),
+            timestamp_ms=record.timestamp()[1],
+            headers=record_headers(record),
+            raw_value=record.value(),
+        )
+
     def commit_delivery(self, delivery_tag: str) -> None:
         """Move the position past an acked message.
 
         The commit is deferred to the next poll of the partition: when the next message is there, one commit stores
-        both this ack and the next message's delivery attempt (the same offset), which halves the synchronous
-        commits per task (each is a replicated write to __consumer_offsets). When the partition is idle, the ack is
-        stored after one empty poll (wait_time_seconds), and on close. A worker killed inside that window runs the
-        acked task again (at-least-once), it never skips one."""
+        both this ack and the next message's delivery attempt, which halves the synchronous commits per task (each
+        is a replicated write to __consumer_offsets). When the partition is idle, the ack is stored after one empty
+        poll (wait_time_seconds), and on close. A worker killed inside that window runs the acked task again
+        (at-least-once), it never skips one."""
         delivery = _DELIVERIES.pop(delivery_tag, None)
-        if delivery is not None:
-            positions = self._partition_positions(delivery.topic, delivery.partition)
-            commit = positions.acked(delivery.offset)
-            if commit is not None:
-                self._deferred_ack_commits[(delivery.topic, delivery.partition)] = commit
+        if delivery is not None and self._partition_positions(delivery.topic, delivery.partition).acked(delivery.offset):
+            self._unstored_acks.add((delivery.topic, delivery.partition))
 
     def flush_deferred_acks(self, topic: str | None = None) -> None:
         """Store every deferred ack (of one topic, or all)."""
-        for owned_topic, partition in list(self._deferred_ack_commits):
+        for owned_topic, partition in list(self._unstored_acks):
             if topic is None or owned_topic == topic:
                 self._commit(owned_topic, partition, None)
 
-    def rewind_delivery(self, delivery_tag: str) -> None:
-        """Requeue: read the message again from its own offset, counting the attempt."""
+    def redeliver(self, delivery_tag: str) -> None:
+        """Requeue: deliver the message again (next, before anything new is read), counting the attempt. It stays in
+        flight meanwhile, so the position cannot pass it."""
         delivery = _DELIVERIES.pop(delivery_tag, None)
         if delivery is not None:
-            self.flush_deferred_acks(delivery.topic)
-            self._attempts[(delivery.topic, delivery.partition, delivery.offset)] = delivery.attempt
-            self._partition_positions(delivery.topic, delivery.partition).rewound(delivery.offset)
-            self._get_consumer(delivery.topic).seek(TopicPartition(delivery.topic, delivery.partition, delivery.offset))
+            self._redeliveries.setdefault(delivery.topic, []).append(delivery)
 
-    def _dead_letter(self, record: Message, kind: str, reason: str, task: TaskMessage | None = None) -> None:
-        topic, partition, offset = record.topic(), record.partition(), record.offset()
-        key = record.key()
+    def _dead_letter(self, delivery: Delivery, kind: str, reason: str, task: TaskMessage | None = None) -> None:
         letter = DeadLetter(
             kind=kind,
             reason=reason,
             source=Source(
-                topic=topic,
-                partition=partition,
-                offset=offset,
-                timestamp_ms=record.timestamp()[1],
-                key=None if key is None else key.decode("utf-8", "replace"),
-                headers=record_headers(record),
+                topic=delivery.topic,
+                partition=delivery.partition,
+                offset=delivery.offset,
+                timestamp_ms=delivery.timestamp_ms,
+                key=None if delivery.key is None else delivery.key.decode("utf-8", "replace"),
+                headers=delivery.headers,
             ),
-            raw_value_b64=encode_raw(record.value()),
+            raw_value_b64=encode_raw(delivery.raw_value),
             **(
                 {}
                 if task is None
@@ -552,8 +579,9 @@ class Channel(confluentkafka.Channel):
         )
         self.publish_dead_letter(letter)
         # Only once the dead letter is safely stored is the original skipped.
-        self._commit(topic, partition, self._partition_positions(topic, partition).skipped(offset))
-        logger.error("dead-lettered %s[%s]@%s (%s): %s", topic, partition, offset, kind, reason)
+        positions = self._partition_positions(delivery.topic, delivery.partition)
+        self._commit(delivery.topic, delivery.partition, positions.skipped(delivery.offset))
+        logger.error("dead-lettered %s[%s]@%s (%s): %s", delivery.topic, delivery.partition, delivery.offset, kind, reason)
 
     def publish_dead_letter(self, letter: DeadLetter) -> None:
         if not self.dead_letter_topic:
