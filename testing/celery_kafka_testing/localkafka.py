@@ -291,7 +291,8 @@ class LocalKafka:
 
 
 class Worker:
-    """One Celery worker node process that owns one partition, started as the systemd unit starts it."""
+    """One Celery worker node process that owns one partition of `task_topic` (its queue), started as the systemd
+    unit starts it: an ordered queue's solo pool, or a concurrent queue's `pool` with `concurrency` processes."""
 
     def __init__(
         self,
@@ -302,12 +303,16 @@ class Worker:
         loglevel: str = "INFO",
         task_topic: str = "celery.tasks",
         extra_env: dict[str, str] | None = None,
+        pool: str = "solo",
+        concurrency: int = 1,
     ) -> None:
         self.partition = partition
         self.loglevel = loglevel
         self.task_topic = task_topic
-        self.results = workdir / f"results-{partition}.jsonl"
-        self.log_path = workdir / f"worker-{partition}.log"
+        self.pool, self.concurrency = pool, concurrency
+        name = f"{partition}" if task_topic == "celery.tasks" else f"{task_topic}-{partition}"
+        self.results = workdir / f"results-{name}.jsonl"
+        self.log_path = workdir / f"worker-{name}.log"
         self.env = {
             **os.environ,
             "CELERY_KAFKA_BROKERS": bootstrap,
@@ -316,6 +321,8 @@ class Worker:
             "CELERY_KAFKA_RESULTS_FILE": str(self.results),
             "CELERY_KAFKA_MAX_DELIVERIES": str(max_deliveries),
             "CELERY_KAFKA_TASK_TIME_LIMIT": "60",
+            "CELERY_KAFKA_POOL": pool,
+            "CELERY_KAFKA_CONCURRENCY": str(concurrency),
             # Security settings (LocalKafka.environ), exactly as the systemd unit's EnvironmentFile gives them.
             **(extra_env or {}),
         }
@@ -331,7 +338,8 @@ class Worker:
                     "-A",
                     "demo_app.celery:app",
                     "worker",
-                    "--pool=solo",
+                    f"--pool={self.pool}",
+                    f"--concurrency={self.concurrency}",
                     f"--loglevel={self.loglevel}",
                     "-Q",
                     self.task_topic,

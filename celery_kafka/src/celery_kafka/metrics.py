@@ -2,27 +2,29 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from typing import Any
 
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, multiprocess
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import REGISTRY, Collector
 
 from celery_kafka.cgroup import read_memory
 
-TASKS_RECEIVED = Counter("celery_kafka_tasks_received", "Tasks handed to this worker", ["task"])
-TASKS_SUCCEEDED = Counter("celery_kafka_tasks_succeeded", "Tasks that finished successfully", ["task"])
-TASKS_FAILED = Counter("celery_kafka_tasks_failed", "Tasks that failed for the last time (no retry left)", ["task"])
-TASKS_RETRIED = Counter("celery_kafka_tasks_retried", "Task failures that were retried", ["task"])
+# `queue`: the queue (Kafka topic) the task came from, so one lagging or failing queue shows as such.
+TASKS_RECEIVED = Counter("celery_kafka_tasks_received", "Tasks handed to this worker", ["queue", "task"])
+TASKS_SUCCEEDED = Counter("celery_kafka_tasks_succeeded", "Tasks that finished successfully", ["queue", "task"])
+TASKS_FAILED = Counter("celery_kafka_tasks_failed", "Tasks that failed for the last time (no retry left)", ["queue", "task"])
+TASKS_RETRIED = Counter("celery_kafka_tasks_retried", "Task failures that were retried", ["queue", "task"])
 DEAD_LETTERED = Counter("celery_kafka_tasks_dead_lettered", "Messages written to the dead-letter topic", ["kind"])
 TASK_RUNTIME = Histogram(
     "celery_kafka_task_runtime_seconds",
     "Task run time",
-    ["task"],
+    ["queue", "task"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300),
 )
-TASKS_IN_FLIGHT = Gauge("celery_kafka_tasks_in_flight", "Tasks running now")
+TASKS_IN_FLIGHT = Gauge("celery_kafka_tasks_in_flight", "Tasks running now", multiprocess_mode="livesum")
 
 
 class PartitionCollector(Collector):
@@ -61,3 +63,14 @@ class PartitionCollector(Collector):
 
 PARTITIONS = PartitionCollector()
 REGISTRY.register(PARTITIONS)
+
+
+def served_registry() -> CollectorRegistry:
+    """What the worker's endpoint serves: this process's metrics, or, with a prefork pool (PROMETHEUS_MULTIPROC_DIR
+    set), the task metrics of every pool child summed, plus the partition and memory gauges of this process."""
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        return REGISTRY
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)
+    registry.register(PARTITIONS)
+    return registry

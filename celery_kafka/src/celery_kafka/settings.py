@@ -9,6 +9,9 @@ from typing import Any
 from celery_kafka.security import KafkaSecurity
 from celery_kafka.transport import SCHEME
 
+# solo: an ordered queue (one task at a time, in partition order); prefork, threads: a concurrent queue.
+POOLS = ("solo", "prefork", "threads")
+
 
 @dataclass(frozen=True)
 class WorkerEnvironment:
@@ -21,6 +24,10 @@ class WorkerEnvironment:
     partition: int | None = None
     max_deliveries: int = 3
     task_time_limit: int = 300
+    # How this node runs its queue's tasks: solo, one at a time in partition order (an ordered queue), or a pool of
+    # `concurrency` prefork processes or threads (a queue whose tasks need no order).
+    pool: str = "solo"
+    concurrency: int = 1
     # A result store of the user's choosing (redis://, db+postgresql://, ...) for AsyncResult.get(); Kafka is none.
     result_backend: str | None = None
     # CELERY_KAFKA_SECURITY_PROTOCOL, _SASL_MECHANISM, _SASL_USERNAME, _SASL_PASSWORD, _SSL_CA_LOCATION.
@@ -38,9 +45,17 @@ class WorkerEnvironment:
             partition=int(partition) if partition.strip() else None,
             max_deliveries=int(env.get("CELERY_KAFKA_MAX_DELIVERIES", cls.max_deliveries)),
             task_time_limit=int(env.get("CELERY_KAFKA_TASK_TIME_LIMIT", cls.task_time_limit)),
+            pool=env.get("CELERY_KAFKA_POOL", "").strip() or cls.pool,
+            concurrency=int(env.get("CELERY_KAFKA_CONCURRENCY", "").strip() or cls.concurrency),
             result_backend=env.get("CELERY_KAFKA_RESULT_BACKEND", "").strip() or None,
             security=KafkaSecurity.from_environ(env),
         )
+
+    def __post_init__(self) -> None:
+        if self.pool not in POOLS:
+            raise ValueError(f"CELERY_KAFKA_POOL is {self.pool!r}: one of {', '.join(POOLS)}")
+        if self.concurrency < 1 or (self.pool == "solo" and self.concurrency != 1):
+            raise ValueError(f"CELERY_KAFKA_CONCURRENCY is {self.concurrency}: 1 with the solo pool, at least 1 with a pool")
 
     def kafka_client_config(self) -> dict[str, str]:
         """librdkafka settings (security only) every client of this environment uses; bootstrap.servers comes apart."""
@@ -77,10 +92,12 @@ def celery_settings(env: WorkerEnvironment) -> dict[str, Any]:
         # Ack (= commit the offset) only after the task finished, and give the message back if the worker dies.
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
-        # One message at a time per worker node: partition order is task order.
+        # An ordered queue takes one message at a time per worker node: partition order is task order. A concurrent
+        # queue takes one per pool process; its commits stay below the oldest task still running (offsets.py).
+        # The pool is set here, not only on the command line: Celery treats `--pool=prefork` as "not given".
         "worker_prefetch_multiplier": 1,
-        "worker_concurrency": 1,
-        "worker_pool": "solo",
+        "worker_concurrency": env.concurrency,
+        "worker_pool": env.pool,
         "task_time_limit": env.task_time_limit,
         # The Kafka transport has no fanout exchange, so remote control (celery inspect/control), gossip, mingle and
         # events cannot work on it; turn them off rather than have them fail. Metrics come from each worker's own

@@ -8,5 +8,8 @@ import celery_kafka
 
 app = Celery("demo_app", include=["demo_app.tasks"])
 celery_kafka.configure(app)
+# Two queues, each a Kafka topic with its own worker hosts: the default one (celery.tasks), ordered per key, and
+# "exports", whose tasks need no order and run several at a time on a node (a prefork pool, celery_worker_concurrency).
+app.conf.task_routes = {"demo_app.tasks.export": {"queue": "exports"}}
 # Periodic tasks, sent by `celery beat` on the one worker host with celery_worker_beat (keyed by the entry name).
 app.conf.beat_schedule = {"tick": {"task": "demo_app.tasks.tick", "schedule": 10.0}}

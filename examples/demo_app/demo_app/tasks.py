@@ -1,6 +1,7 @@
 """The example application's tasks, run by `make demo` and the tests: each proves one behaviour of the system.
 
 - tick: the periodic task of the beat schedule (results under run id "beat");
+- export: a slow task of the concurrent "exports" queue (records when it started and finished, and in which process);
 - record: appends what ran where (key, sequence number, worker node, partition, offset) to a results file on the
   worker node, so tests can check per-key order and partition ownership on the node itself;
 - flaky: fails a given number of times, then succeeds (retries work);
@@ -19,14 +20,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from celery_kafka.transport import current_delivery
+from celery_kafka.transport import delivery_of
 from demo_app.celery import app
 
 RESULTS_FILE = Path(os.environ.get("CELERY_KAFKA_RESULTS_FILE", "/var/lib/celery-worker/results.jsonl"))
 
 
 def _record(task: Any, **fields: Any) -> dict[str, Any]:
-    delivery = current_delivery((task.request.properties or {}).get("delivery_tag"))
+    delivery = delivery_of(task.request)
     entry = {
         "task_id": task.request.id,
         "task": task.name,
@@ -59,6 +60,14 @@ def flaky(self: Any, key: str, failures: int, run_id: str = "") -> dict[str, Any
     if self.request.retries < failures:
         raise TransientError(f"failing on purpose, attempt {self.request.retries + 1} of {failures + 1}")
     return _record(self, key=key, run_id=run_id)
+
+
+@app.task(bind=True)
+def export(self: Any, key: str, seq: int, seconds: float = 1.0, run_id: str = "") -> dict[str, Any]:
+    """Stand-in for a report or file export: needs no key order, takes a while. Routed to the "exports" queue."""
+    started = time.time()
+    time.sleep(seconds)
+    return _record(self, key=key, seq=seq, run_id=run_id, started_at=started, pid=os.getpid())
 
 
 @app.task(bind=True)
