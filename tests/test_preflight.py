@@ -152,16 +152,18 @@ APP = {"celery_worker_app": "myshop.celery:app", "celery_worker_app_packages": [
 
 
 def run_worker_preflight(
-    tmp_path: Path, workers: dict[str, int | None], wheels: bool = True, app: dict | None = None, beat: tuple[str, ...] = ()
+    tmp_path: Path, workers: dict[str, int | dict | None], wheels: bool = True, app: dict | None = None, beat: tuple[str, ...] = ()
 ) -> subprocess.CompletedProcess:
+    """Each worker: its partition (None: unset), or its host variables."""
     wheel_dir = tmp_path / "wheels"
     wheel_dir.mkdir(exist_ok=True)
     if wheels:
         (wheel_dir / "celery_kafka_partitioned-0.1.0-py3-none-any.whl").write_bytes(b"x")
         (wheel_dir / "myshop-1.4.2-py3-none-any.whl").write_bytes(b"x")
     hosts = {
-        name: ({} if partition is None else {"celery_worker_partition": partition}) | ({"celery_worker_beat": True} if name in beat else {})
-        for name, partition in workers.items()
+        name: (spec if isinstance(spec, dict) else {} if spec is None else {"celery_worker_partition": spec})
+        | ({"celery_worker_beat": True} if name in beat else {})
+        for name, spec in workers.items()
     }
     inventory = tmp_path / "workers.yml"
     inventory.write_text(
@@ -220,3 +222,24 @@ def test_application_package_without_its_wheel_is_refused(tmp_path):
 def test_celery_beat_on_two_hosts_is_refused(tmp_path):
     assert run_worker_preflight(tmp_path, {"w1": 0, "w2": 1}, beat=("w2",)).returncode == 0
     assert_refused(run_worker_preflight(tmp_path, {"w1": 0, "w2": 1}, beat=("w1", "w2")), "celery_worker_beat is true on w1, w2")
+
+
+EXPORTS = {"celery_worker_queue": "exports", "celery_worker_concurrency": 4}
+
+
+def test_each_queue_numbers_its_own_partitions(tmp_path):
+    workers = {"w1": 0, "w2": 1, "e1": {**EXPORTS, "celery_worker_partition": 0}, "e2": {**EXPORTS, "celery_worker_partition": 1}}
+    result = run_worker_preflight(tmp_path, workers)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+
+
+def test_duplicate_partition_in_a_second_queue_is_refused(tmp_path):
+    workers = {"w1": 0, "e1": {**EXPORTS, "celery_worker_partition": 0}, "e2": {**EXPORTS, "celery_worker_partition": 0}}
+    result = run_worker_preflight(tmp_path, workers)
+    assert_refused(result, "Worker partitions must be 0..1 for queue 'exports'")
+    assert_refused(result, "found e1=0, e2=0")
+
+
+def test_solo_pool_with_concurrency_is_refused(tmp_path):
+    workers = {"w1": {"celery_worker_partition": 0, "celery_worker_pool": "solo", "celery_worker_concurrency": 3}}
+    assert_refused(run_worker_preflight(tmp_path, workers), "w1 runs pool 'solo' with concurrency 3")
