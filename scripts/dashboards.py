@@ -243,20 +243,20 @@ def celery_tasks() -> dict[str, Any]:
                 thresholds=[(1, "orange")],
             ),
             Panel(
-                "Tasks succeeded per second, by task",
-                [Query(f"sum by (task) (rate(celery_kafka_tasks_succeeded_total[{RATE}]))", "{{task}}")],
+                "Tasks succeeded per second, by queue and task",
+                [Query(f"sum by (queue, task) (rate(celery_kafka_tasks_succeeded_total[{RATE}]))", "{{queue}} {{task}}")],
                 unit="ops",
             ),
             Panel(
-                "Tasks received per second, by worker",
-                [Query(f"sum by (instance) (rate(celery_kafka_tasks_received_total[{RATE}]))", "{{instance}}")],
+                "Tasks received per second, by queue and worker",
+                [Query(f"sum by (queue, instance) (rate(celery_kafka_tasks_received_total[{RATE}]))", "{{queue}} {{instance}}")],
                 unit="ops",
             ),
             Panel(
                 "Failures and retries per second",
                 [
-                    Query(f"sum by (task) (rate(celery_kafka_tasks_failed_total[{RATE}]))", "failed {{task}}"),
-                    Query(f"sum by (task) (rate(celery_kafka_tasks_retried_total[{RATE}]))", "retried {{task}}"),
+                    Query(f"sum by (queue, task) (rate(celery_kafka_tasks_failed_total[{RATE}]))", "failed {{queue}} {{task}}"),
+                    Query(f"sum by (queue, task) (rate(celery_kafka_tasks_retried_total[{RATE}]))", "retried {{queue}} {{task}}"),
                 ],
                 unit="ops",
             ),
@@ -266,11 +266,11 @@ def celery_tasks() -> dict[str, Any]:
                 unit="ops",
             ),
             Panel(
-                "Task run time percentiles",
+                "Task run time percentiles, by queue",
                 [
                     Query(
-                        f"histogram_quantile({quantile}, sum by (le) (rate(celery_kafka_task_runtime_seconds_bucket[{RATE}])))",
-                        f"p{label}",
+                        f"histogram_quantile({quantile}, sum by (queue, le) (rate(celery_kafka_task_runtime_seconds_bucket[{RATE}])))",
+                        f"p{label} {{{{queue}}}}",
                     )
                     for quantile, label in (("0.5", "50"), ("0.95", "95"), ("0.99", "99"))
                 ],
