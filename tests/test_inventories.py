@@ -14,6 +14,7 @@ EXPECTED = {
     "local": {
         "kafka": ["kafka1", "kafka2", "kafka3"],
         "celery_workers": ["celery1", "celery2", "celery3"],
+        "celery_exports": ["export1"],
         "monitoring": ["monitor1"],
     },
     "example": {

@@ -54,6 +54,7 @@ class Inventory:
     hostvars: dict[str, dict[str, Any]]
 
     def group(self, name: str) -> list[str]:
+        """The hosts of a group, its child groups' included."""
         return self.groups.get(name, [])
 
     @property
@@ -78,10 +79,21 @@ class Inventory:
     def kafka_nodes(self) -> list[str]:
         return self.brokers + [name for name in self.controllers if name not in self.brokers]
 
+    def queue_of(self, name: str) -> str:
+        """The queue a worker host consumes (its celery_worker_queue; the task topic when unset or left to a template
+        that only the playbook renders)."""
+        queue = str(self.hostvars[name].get("celery_worker_queue", TASK_TOPIC))
+        return TASK_TOPIC if "{{" in queue else queue
+
+    def queue_workers(self, queue: str) -> dict[str, int]:
+        """Worker node of `queue` -> the partition it owns."""
+        hosts = [name for name in self.group("celery_workers") if self.queue_of(name) == queue]
+        return {name: int(self.hostvars[name]["celery_worker_partition"]) for name in hosts}
+
     @property
     def workers(self) -> dict[str, int]:
-        """Worker node -> the partition it owns."""
-        return {name: int(self.hostvars[name]["celery_worker_partition"]) for name in self.group("celery_workers")}
+        """Worker node of the task topic (the ordered default queue) -> the partition it owns."""
+        return self.queue_workers(TASK_TOPIC)
 
     @property
     def monitor(self) -> str:
@@ -95,7 +107,12 @@ class Inventory:
 def inventory() -> Inventory:
     listing = json.loads(run([str(BIN / "ansible-inventory"), "-i", INVENTORY, "--list"], check=True).stdout)
     hostvars = listing["_meta"]["hostvars"]
-    groups = {name: sorted(body.get("hosts", [])) for name, body in listing.items() if name != "_meta"}
+
+    def members(name: str) -> set[str]:
+        body = listing.get(name, {})
+        return set(body.get("hosts", [])).union(*(members(child) for child in body.get("children", [])))
+
+    groups = {name: sorted(members(name)) for name in listing if name != "_meta"}
     return Inventory(groups, hostvars)
 
 

@@ -22,7 +22,8 @@ from verify_support import client, host, inventory, poll
 
 TOPOLOGY = inventory()
 BROKERS = TOPOLOGY.brokers
-WORKERS = TOPOLOGY.workers
+# Every worker node, of every queue.
+WORKERS = {name: int(TOPOLOGY.hostvars[name]["celery_worker_partition"]) for name in TOPOLOGY.group("celery_workers")}
 MONITOR = TOPOLOGY.monitor
 ALL_HOSTS = TOPOLOGY.hosts
 DASHBOARDS_DIR = "/var/lib/grafana/dashboards/kafka-celery-stack"

@@ -175,7 +175,7 @@ def test_offset_and_lag_metrics_follow_the_partition():
                 message=f"{name}'s committed offset metric to reach {end}",
             )
             assert values[f"celery_kafka_consumer_lag{labels}"] == 0
-            assert values['celery_kafka_tasks_succeeded_total{task="demo_app.tasks.record"}'] >= 1
+            assert values[f'celery_kafka_tasks_succeeded_total{{queue="{TASK_TOPIC}",task="demo_app.tasks.record"}}'] >= 1
     finally:
         consumer.close()
 
