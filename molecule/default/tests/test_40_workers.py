@@ -88,7 +88,7 @@ def test_workers_serve_their_metrics():
         assert 0 < values["celery_kafka_memory_usage_bytes"] < MEMORY_MAX
 
 
-DEMO_TASKS = {f"demo_app.tasks.{name}" for name in ("record", "tick", "flaky", "always_fails", "memory_hog", "crash")}
+DEMO_TASKS = {f"demo_app.tasks.{name}" for name in ("record", "export", "tick", "flaky", "always_fails", "memory_hog", "crash")}
 TICK_SECONDS = 10.0
 
 
