@@ -22,8 +22,9 @@ from verify_support import client, host, inventory, poll
 
 TOPOLOGY = inventory()
 BROKERS = TOPOLOGY.brokers
-# Every worker node, of every queue.
-WORKERS = {name: int(TOPOLOGY.hostvars[name]["celery_worker_partition"]) for name in TOPOLOGY.group("celery_workers")}
+# The worker nodes of the task topic (where the tests below send their keyed tasks), and those of every queue.
+WORKERS = TOPOLOGY.workers
+ALL_WORKERS = {name: int(TOPOLOGY.hostvars[name]["celery_worker_partition"]) for name in TOPOLOGY.group("celery_workers")}
 MONITOR = TOPOLOGY.monitor
 ALL_HOSTS = TOPOLOGY.hosts
 DASHBOARDS_DIR = "/var/lib/grafana/dashboards/kafka-celery-stack"
@@ -72,12 +73,12 @@ def test_every_target_is_up(prometheus):
         by_job.setdefault(target["labels"]["job"], set()).add(target["labels"]["instance"])
     assert set(by_job) == expected_jobs
     assert by_job["kafka"] == set(BROKERS)
-    assert by_job["celery_workers"] == set(WORKERS)
+    assert by_job["celery_workers"] == set(ALL_WORKERS)
     assert by_job["node"] == set(ALL_HOSTS)
     assert by_job["kafka_lag"] == {MONITOR}
     # The worker's partition label comes from the inventory.
     partitions = {t["labels"]["instance"]: t["labels"].get("partition") for t in targets if t["labels"]["job"] == "celery_workers"}
-    assert partitions == {name: str(partition) for name, partition in WORKERS.items()}
+    assert partitions == {name: str(partition) for name, partition in ALL_WORKERS.items()}
 
 
 def test_every_alert_rule_is_loaded(prometheus):
