@@ -7,6 +7,7 @@ ones come last.
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from itertools import pairwise
 
@@ -20,6 +21,7 @@ from celery_kafka.settings import WorkerEnvironment
 from celery_kafka.tasks import send_keyed
 from verify_support import (
     DLQ_TOPIC,
+    REPO,
     TASK_TOPIC,
     WORKER_GROUP,
     address,
@@ -105,8 +107,15 @@ def test_workers_run_the_deployed_application_and_only_its_tasks():
 
 
 def test_an_application_that_does_not_import_is_refused_before_any_restart():
+    """A new release (here: one more package, so a new virtualenv) whose app does not import: the run stops, no worker
+    restarts, and the link the units run through still points at the release the workers loaded, so a worker that
+    restarts later (recycling, a crash) starts the code that worked."""
+    venv = "/opt/celery-worker/venv"
     started = {name: unit(host(name), partition, "MainPID") for name, partition in WORKERS.items()}
-    run = run_playbook("playbooks/celery.yml", "-e", "celery_worker_app=demo_app.missing:app")
+    release = {name: host(name).file(venv).linked_to for name in WORKERS}
+    vine = next((REPO / ".cache" / "wheels").glob("vine-*.whl")).name.split("-")[1]
+    change = {"celery_worker_app": "demo_app.missing:app", "celery_worker_app_packages": ["celery-kafka-demo-app==0.1.0", f"vine=={vine}"]}
+    run = run_playbook("playbooks/celery.yml", "-e", json.dumps(change))
     assert run.returncode != 0, "a deploy of an app that cannot be imported went ahead"
     assert "celery -A demo_app.missing:app cannot load on" in output(run), output(run)[-3000:]
     assert "Nothing was restarted" in output(run)
@@ -114,6 +123,7 @@ def test_an_application_that_does_not_import_is_refused_before_any_restart():
         node = host(name)
         assert unit(node, partition, "MainPID") == started[name], f"{name}'s worker was restarted"
         assert " -A demo_app.celery:app worker " in unit(node, partition, "ExecStart"), f"{name}'s unit was changed"
+        assert node.file(venv).linked_to == release[name], f"{name}'s workers were pointed at the release that failed"
 
 
 def test_celery_beat_runs_on_one_host_and_each_tick_runs_once_per_interval():
