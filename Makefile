@@ -133,10 +133,10 @@ demo: deps ## Local cluster in containers deployed by site.yml, then a smoke tas
 demo-down: venv ## Remove the demo's containers and network
 	$(DEMO_ANSIBLE) $(REPO)/playbooks/local-containers.yml -e local_containers_state=absent
 
-# Two lanes side by side on the 2 cores (scripts/phases.sh): the default scenario (about 1,300 s alone) starts at
-# once; unit, integration and the other two scenarios (about 1,240 s alone) fill the other lane. Lint runs first so
-# that a typo fails in a minute. The CPU is saturated either way: a fresh clone took 48 min 57 s like this, with
-# unit and integration twice as slow beside the default converge (benchmarks/results/2026-12-02-make-test-phases.txt).
+# Two lanes side by side on the 2 cores (scripts/phases.sh): the default scenario starts at once; unit, integration
+# and the other two scenarios fill the other lane. Lint runs first so that a typo fails in a minute. The CPU is
+# saturated either way, so the lanes end within a minute of each other: a fresh clone took 31 min 20 s (default
+# 1,809 s; the other lane 1,641 s), see benchmarks/results/2026-12-02-make-test-phases.txt.
 TEST_LANES ?= scenario-default | unit integration scenario-kafka_dedicated scenario-secure
 
 .PHONY: test
