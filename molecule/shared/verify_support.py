@@ -85,10 +85,14 @@ class Inventory:
         queue = str(self.hostvars[name].get("celery_worker_queue", TASK_TOPIC))
         return TASK_TOPIC if "{{" in queue else queue
 
+    @property
+    def all_workers(self) -> dict[str, int]:
+        """Worker node of any queue -> the partition it owns (of its queue)."""
+        return {name: int(self.hostvars[name]["celery_worker_partition"]) for name in self.group("celery_workers")}
+
     def queue_workers(self, queue: str) -> dict[str, int]:
         """Worker node of `queue` -> the partition it owns."""
-        hosts = [name for name in self.group("celery_workers") if self.queue_of(name) == queue]
-        return {name: int(self.hostvars[name]["celery_worker_partition"]) for name in hosts}
+        return {name: partition for name, partition in self.all_workers.items() if self.queue_of(name) == queue}
 
     @property
     def workers(self) -> dict[str, int]:

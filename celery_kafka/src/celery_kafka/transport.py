@@ -510,9 +510,10 @@ class Channel(confluentkafka.Channel):
             self.flush_deferred_acks(topic)
             raise Empty()
         partition, offset = record.partition(), record.offset()
-        if self._partition_positions(topic, partition).finished_before_restart(offset):
+        positions = self._partition_positions(topic, partition)
+        if positions.finished_before_restart(offset):
             # A pool finished it before the worker restarted (recorded in the commit it resumed from).
-            self._commit(topic, partition, self._partition_positions(topic, partition).skipped(offset))
+            self._commit(topic, partition, positions.skipped(offset))
             raise Empty()
         return Delivery(
             topic=topic,

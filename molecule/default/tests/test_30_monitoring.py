@@ -24,7 +24,7 @@ TOPOLOGY = inventory()
 BROKERS = TOPOLOGY.brokers
 # The worker nodes of the task topic (where the tests below send their keyed tasks), and those of every queue.
 WORKERS = TOPOLOGY.workers
-ALL_WORKERS = {name: int(TOPOLOGY.hostvars[name]["celery_worker_partition"]) for name in TOPOLOGY.group("celery_workers")}
+ALL_WORKERS = TOPOLOGY.all_workers
 MONITOR = TOPOLOGY.monitor
 ALL_HOSTS = TOPOLOGY.hosts
 DASHBOARDS_DIR = "/var/lib/grafana/dashboards/kafka-celery-stack"
