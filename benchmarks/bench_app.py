@@ -26,11 +26,13 @@ _results = os.environ.get("BENCH_RESULTS_FILE")
 RESULTS: Path | None = Path(_results) if _results else None
 
 
-def create(broker_url: str, queue: str, transport_options: dict[str, Any] | None = None) -> Celery:
+def create(broker_url: str, queue: str, transport_options: dict[str, Any] | None = None, conf: dict[str, Any] | None = None) -> Celery:
     settings = celery_settings(WorkerEnvironment(brokers=["unused:9092"], task_topic=queue))
     settings["broker_url"] = broker_url
     # partition, dead-letter topic and redelivery limit are options of our transport only.
     settings["broker_transport_options"] = transport_options or {}
+    # What a broker's users would set besides (RabbitMQ: the queue type).
+    settings.update(conf or {})
     app = Celery("bench", set_as_current=False)
     app.conf.update(settings)
 
@@ -51,4 +53,5 @@ app = create(
     os.environ.get("BENCH_BROKER_URL", "memory://"),
     os.environ.get("BENCH_QUEUE", "bench.tasks"),
     json.loads(os.environ.get("BENCH_TRANSPORT_OPTIONS", "{}")),
+    json.loads(os.environ.get("BENCH_CELERY_CONF", "{}")),
 )

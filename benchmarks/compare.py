@@ -138,7 +138,9 @@ def wait_for_count(files: list[Path], run_id: str, expected: int, timeout: float
 class CeleryWorker:
     """A `celery -A bench_app worker` process (same flags as localkafka.Worker) for the other brokers."""
 
-    def __init__(self, broker_url: str, queue: str, results: Path, log: Path, transport_options: dict[str, Any]) -> None:
+    def __init__(
+        self, broker_url: str, queue: str, results: Path, log: Path, transport_options: dict[str, Any], conf: dict[str, Any]
+    ) -> None:
         self.results, self.log = results, log
         self.env = {
             **os.environ,
@@ -147,6 +149,7 @@ class CeleryWorker:
             "BENCH_QUEUE": queue,
             "BENCH_RESULTS_FILE": str(results),
             "BENCH_TRANSPORT_OPTIONS": json.dumps(transport_options),
+            "BENCH_CELERY_CONF": json.dumps(conf),
         }
         self.queue = queue
         self.process: subprocess.Popen | None = None
@@ -227,9 +230,17 @@ def bench_ours(kafka: LocalKafka, args: argparse.Namespace, workdir: Path) -> tu
     return [sync, deferred], scaling, notes
 
 
-def bench_other(name: str, broker_url: str, queue: str, options: dict[str, Any], args: argparse.Namespace, workdir: Path) -> Row:
+def bench_other(
+    name: str,
+    broker_url: str,
+    queue: str,
+    options: dict[str, Any],
+    args: argparse.Namespace,
+    workdir: Path,
+    conf: dict[str, Any] | None = None,
+) -> Row:
     run_id = uuid.uuid4().hex[:8]
-    app = bench_app.create(broker_url, queue, transport_options=options)
+    app = bench_app.create(broker_url, queue, transport_options=options, conf=conf)
 
     def send(seq: int) -> None:
         app.send_task(bench_app.TASK, args=(f"key-{seq % args.keys}", seq, run_id))
@@ -244,7 +255,7 @@ def bench_other(name: str, broker_url: str, queue: str, options: dict[str, Any],
     directory = workdir / queue.replace("/", "_") / name.split()[0]
     directory.mkdir(parents=True)
     workers = [
-        CeleryWorker(broker_url, queue, directory / f"results-{n}.jsonl", directory / f"worker-{n}.log", options)
+        CeleryWorker(broker_url, queue, directory / f"results-{n}.jsonl", directory / f"worker-{n}.log", options, conf or {})
         for n in range(args.workers)
     ]
     row.drain_rate, note = drain(workers, [w.results for w in workers], run_id, backlog, args.timeout)
@@ -295,6 +306,41 @@ def redis_server(workdir: Path) -> Iterator[str]:
     finally:
         process.terminate()
         process.wait(30)
+
+
+@contextmanager
+def rabbitmq_server(workdir: Path) -> Iterator[str]:
+    """Debian's RabbitMQ as a throwaway node: own ports on 127.0.0.1, own data and log directories, no plugins."""
+    binary = Path("/usr/lib/rabbitmq/bin/rabbitmq-server")
+    if not binary.exists():
+        raise FileNotFoundError("rabbitmq-server is not installed (make bench installs it with apt-get)")
+    base = workdir / "rabbitmq"
+    base.mkdir()
+    (base / "enabled_plugins").write_text("[].\n")
+    port, epmd_port = free_port(), free_port()
+    env = {
+        **os.environ,
+        "HOME": str(base),  # the Erlang cookie goes here
+        "RABBITMQ_NODENAME": f"bench{port}@localhost",
+        "RABBITMQ_NODE_IP_ADDRESS": "127.0.0.1",
+        "RABBITMQ_NODE_PORT": str(port),
+        "RABBITMQ_DIST_PORT": str(free_port()),
+        "ERL_EPMD_PORT": str(epmd_port),
+        "RABBITMQ_MNESIA_BASE": str(base / "mnesia"),
+        "RABBITMQ_LOG_BASE": str(base / "log"),
+        "RABBITMQ_ENABLED_PLUGINS_FILE": str(base / "enabled_plugins"),
+        "RABBITMQ_CONFIG_FILE": str(base / "rabbitmq"),
+    }
+    # Disk alarm off: a machine with little free disk would block publishers, which is not what is measured.
+    (base / "rabbitmq.conf").write_text("disk_free_limit.absolute = 1MB\n")
+    process = subprocess.Popen([str(binary)], env=env, stdout=(base / "server.log").open("w"), stderr=subprocess.STDOUT)
+    try:
+        wait_for_port(port, timeout=180)
+        yield f"amqp://guest:guest@127.0.0.1:{port}//"
+    finally:
+        process.terminate()
+        process.wait(60)
+        subprocess.run(["epmd", "-port", str(epmd_port), "-kill"], env=env, capture_output=True, check=False)
 
 
 def commit_latency(kafka: LocalKafka, count: int = 200) -> tuple[float, float]:

@@ -305,6 +305,7 @@ class Worker:
         extra_env: dict[str, str] | None = None,
         pool: str = "solo",
         concurrency: int = 1,
+        journal: bool = True,
     ) -> None:
         self.partition = partition
         self.loglevel = loglevel
@@ -323,6 +324,8 @@ class Worker:
             "CELERY_KAFKA_TASK_TIME_LIMIT": "60",
             "CELERY_KAFKA_POOL": pool,
             "CELERY_KAFKA_CONCURRENCY": str(concurrency),
+            # As the role sets it: the journal in the node's state directory (here, beside the results).
+            **({"CELERY_KAFKA_JOURNAL_DIR": str(workdir / "journal")} if journal else {}),
             # Security settings (LocalKafka.environ), exactly as the systemd unit's EnvironmentFile gives them.
             **(extra_env or {}),
         }

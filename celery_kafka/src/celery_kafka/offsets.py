@@ -105,6 +105,11 @@ class PartitionPositions:
         positions.stored = positions.snapshot()
         return positions, attempts
 
+    def restore_done(self, offsets: set[int]) -> None:
+        """Offsets the node's journal records as finished after the commit resumed from: skip them when read again."""
+        self.done |= offsets
+        self.done_before_restart |= offsets
+
     def snapshot(self) -> Commit | None:
         """What a commit now would store."""
         if self.in_flight:

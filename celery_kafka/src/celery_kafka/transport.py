@@ -15,10 +15,13 @@ What it changes, and why:
   message still in flight (offsets.py); with Celery's ``acks_late`` that happens after the task finished. The ack's
   commit rides on the next message's attempt commit, or is stored after one empty poll: one synchronous commit per
   task instead of two;
-* before a message is handed to the worker, its delivery attempt is committed (the commit metadata holds the attempt
-  of every message in flight, and with a concurrent pool the offsets after the committed one that already
-  finished). A worker killed mid-task (OOM) restarts from that offset and knows how often each message was already
-  tried; past ``max_deliveries`` the message goes to the dead-letter topic instead of killing the worker again;
+* before a message is handed to the worker, its delivery attempt is recorded, and so is every ack: with transport
+  option ``journal_dir`` in the node's journal (journal.py), a line in a local file, while the offset (with the
+  attempts of the messages in flight and, with a concurrent pool, the offsets after it that already finished, in the
+  commit metadata) is committed asynchronously at most every ``commit_interval_seconds``; without a journal, by a
+  synchronous commit before each task. A worker killed mid-task (OOM) restarts from the commit plus its journal and
+  knows how often each message was already tried and which already finished; past ``max_deliveries`` the message goes
+  to the dead-letter topic instead of killing the worker again;
 * a message given back by the worker (Celery requeues it when a pool child dies running it) is delivered again from
   memory, with its attempt counted, without rewinding the partition: messages after it that are running in other
   pool children are not read twice;
@@ -45,6 +48,7 @@ from kombu.utils.json import dumps
 from celery_kafka import metrics
 from celery_kafka.deadletter import REDELIVERY_LIMIT, UNDECODABLE, DeadLetter, Source, encode_raw
 from celery_kafka.envelope import PARTITION_KEY_HEADER, TaskMessage, UndecodableMessage, decode_envelope, task_message
+from celery_kafka.journal import Journal
 from celery_kafka.offsets import Commit, PartitionPositions
 
 logger = logging.getLogger(__name__)
@@ -265,6 +269,12 @@ class Channel(confluentkafka.Channel):
         self._unstored_acks: set[tuple[str, int]] = set()
         # Messages given back by the worker, delivered again before anything new is read (by topic).
         self._redeliveries: dict[str, list[Delivery]] = {}
+        # With a journal: the journal of each owned partition, the last commit sent without waiting, and when.
+        self._journals: dict[tuple[str, int], Journal] = {}
+        self._sent_commits: dict[tuple[str, int], Commit] = {}
+        self._last_commit_at: dict[tuple[str, int], float] = {}
+        # Acks of a threads pool arrive from its threads while the consuming thread reads the next message.
+        self._state_lock = threading.RLock()
         super().__init__(*args, **kwargs)
 
     # --- configuration -----------------------------------------------------------------------------------------
@@ -280,6 +290,14 @@ class Channel(confluentkafka.Channel):
     @property
     def dead_letter_topic(self) -> str | None:
         return self.options.get("dead_letter_topic")
+
+    @property
+    def journal_dir(self) -> str | None:
+        return self.options.get("journal_dir") or None
+
+    @property
+    def commit_interval(self) -> float:
+        return float(self.options.get("commit_interval_seconds", 1.0))
 
     @property
     def publish_timeout(self) -> float:
@@ -399,17 +417,14 @@ class Channel(confluentkafka.Channel):
                     "enable.auto.commit": False,
                     "enable.auto.offset.store": False,
                     "auto.offset.reset": "earliest",
+                    # Results of the commits sent without waiting, served by poll() in this thread.
+                    "on_commit": self._on_commit,
                     **(self.options.get("kafka_consumer_config") or {}),
                 }
             )
             owned = TopicPartition(topic, partition)
             committed = self._committed(consumer, owned)
-            if committed.offset != OFFSET_INVALID:
-                # Delivery attempts (and finished offsets) recorded before the worker stopped, or was killed.
-                positions, attempts = PartitionPositions.resumed(committed.offset, committed.metadata)
-                self._positions[(topic, partition)] = positions
-                for offset, attempt in attempts.items():
-                    self._attempts[(topic, partition, offset)] = attempt
+            self._resume(topic, partition, committed)
             consumer.assign([owned])
             metrics.PARTITIONS.channels.append(self)
             logger.info("consuming %s partition %s from committed offset %s", topic, partition, committed.offset)
@@ -441,6 +456,68 @@ class Channel(confluentkafka.Channel):
             logger.info("waiting for the group coordinator: %s", error)
             time.sleep(1)
 
+    def _resume(self, topic: str, partition: int, committed: TopicPartition) -> None:
+        """Delivery attempts and finished offsets recorded before the worker stopped, or was killed: in the commit's
+        metadata and, newer, in the node's journal."""
+        attempts: dict[int, int] = {}
+        if committed.offset != OFFSET_INVALID:
+            positions, attempts = PartitionPositions.resumed(committed.offset, committed.metadata)
+            self._positions[(topic, partition)] = positions
+        if self.journal_dir:
+            journal = Journal.for_partition(self.journal_dir, topic, partition)
+            self._journals[(topic, partition)] = journal
+            journaled, done = journal.read(committed.offset if committed.offset != OFFSET_INVALID else 0)
+            self._partition_positions(topic, partition).restore_done(done)
+            for offset, attempt in journaled.items():
+                attempts[offset] = max(attempt, attempts.get(offset, 0))
+            if journaled or done:
+                logger.info("journal of %s[%s]: %d attempts, %d finished after the commit", topic, partition, len(journaled), len(done))
+        for offset, attempt in attempts.items():
+            self._attempts[(topic, partition, offset)] = attempt
+
+    def _commit_soon(self, topic: str, partition: int) -> None:
+        """With a journal: send the partition's commit without waiting, at most every commit_interval seconds (the
+        journal holds what happened since)."""
+        owned = (topic, partition)
+        now = time.monotonic()
+        if now - self._last_commit_at.get(owned, 0.0) < self.commit_interval:
+            return
+        with self._state_lock:
+            commit = self._partition_positions(topic, partition).pending()
+            if commit is None:
+                return
+            self._partition_positions(topic, partition).stored_as(commit)
+            self._unstored_acks.discard(owned)
+        self._last_commit_at[owned] = now
+        self._sent_commits[owned] = commit
+        owned_at = TopicPartition(topic, partition, commit.offset, metadata=commit.metadata())
+        self._get_consumer(topic).commit(offsets=[owned_at], asynchronous=True)
+
+    def _on_commit(self, error: KafkaError | None, partitions: list[TopicPartition]) -> None:
+        for owned in partitions:
+            key = (owned.topic, owned.partition)
+            if error is not None or owned.error is not None:
+                # Sent again with the next commit; until then the journal holds what it would have stored.
+                logger.warning("commit of %s[%s] at %s failed: %s", owned.topic, owned.partition, owned.offset, error or owned.error)
+                with self._state_lock:
+                    self._partition_positions(*key).stored = None
+                    self._unstored_acks.add(key)
+                continue
+            sent = self._sent_commits.get(key)
+            if sent is not None and sent.offset == owned.offset:
+                self._compact_journal(key)
+
+    def _compact_journal(self, owned: tuple[str, int]) -> None:
+        """Once the latest commit is confirmed, the journal keeps only what comes after it."""
+        journal = self._journals.get(owned)
+        if journal is None:
+            return
+        with self._state_lock:
+            positions = self._partition_positions(*owned)
+            if positions.stored is None or positions.stored != self._sent_commits.get(owned):
+                return  # a newer commit is on its way (or the last one failed): compact after that one
+            journal.compact(dict(positions.in_flight), positions.done | positions.done_before_restart)
+
     def _commit(self, topic: str, partition: int, commit: Commit | None) -> None:
         """Store a position and what it records (synchronously: a restart must never resume before a finished
         message, nor without the attempt of a message that was running).
@@ -448,14 +525,19 @@ class Channel(confluentkafka.Channel):
         A commit is the partition's whole state, so it also stores any deferred ack; with nothing new to commit, the
         deferred acks are stored now."""
         positions = self._partition_positions(topic, partition)
-        self._unstored_acks.discard((topic, partition))
-        commit = commit or positions.pending()
+        with self._state_lock:
+            self._unstored_acks.discard((topic, partition))
+            commit = commit or positions.pending()
         if commit is None:
             return
         owned = TopicPartition(topic, partition, commit.offset, metadata=commit.metadata())
         consumer = self._get_consumer(topic)
         retry_while_coordinator_moves(lambda: consumer.commit(offsets=[owned], asynchronous=False), self._coordinator_not_ready)
-        positions.stored_as(commit)
+        with self._state_lock:
+            positions.stored_as(commit)
+        self._sent_commits[(topic, partition)] = commit
+        self._last_commit_at[(topic, partition)] = time.monotonic()
+        self._compact_journal((topic, partition))
 
     def _partition_positions(self, topic: str, partition: int) -> PartitionPositions:
         return self._positions.setdefault((topic, partition), PartitionPositions())
@@ -483,8 +565,15 @@ class Channel(confluentkafka.Channel):
             )
             raise Empty()
 
-        # Persist the attempt before the task runs: if the worker dies, the restart sees it (offset stays here).
-        self._commit(topic, delivery.partition, positions.delivered(delivery.offset, delivery.attempt))
+        # Record the attempt before the task runs: if the worker dies, the restart sees it (offset stays here).
+        journal = self._journals.get((topic, delivery.partition))
+        with self._state_lock:
+            commit = positions.delivered(delivery.offset, delivery.attempt)
+        if journal is None:
+            self._commit(topic, delivery.partition, commit)
+        else:
+            journal.delivered(delivery.offset, delivery.attempt)
+            self._commit_soon(topic, delivery.partition)
         delivery_tag = str(uuid.uuid4())
         _DELIVERIES[delivery_tag] = delivery
         headers = envelope.setdefault("headers", {})
@@ -512,8 +601,14 @@ class Channel(confluentkafka.Channel):
         partition, offset = record.partition(), record.offset()
         positions = self._partition_positions(topic, partition)
         if positions.finished_before_restart(offset):
-            # A pool finished it before the worker restarted (recorded in the commit it resumed from).
-            self._commit(topic, partition, positions.skipped(offset))
+            # Finished before the worker restarted (recorded in the commit it resumed from, or in its journal).
+            with self._state_lock:
+                commit = positions.skipped(offset)
+            if (topic, partition) in self._journals:
+                self._unstored_acks.add((topic, partition))
+                self._commit_soon(topic, partition)
+            else:
+                self._commit(topic, partition, commit)
             raise Empty()
         return Delivery(
             topic=topic,
@@ -535,8 +630,14 @@ class Channel(confluentkafka.Channel):
         poll (wait_time_seconds), and on close. A worker killed inside that window runs the acked task again
         (at-least-once), it never skips one."""
         delivery = _DELIVERIES.pop(delivery_tag, None)
-        if delivery is not None and self._partition_positions(delivery.topic, delivery.partition).acked(delivery.offset):
-            self._unstored_acks.add((delivery.topic, delivery.partition))
+        if delivery is None:
+            return
+        journal = self._journals.get((delivery.topic, delivery.partition))
+        if journal is not None:
+            journal.done(delivery.offset)
+        with self._state_lock:
+            if self._partition_positions(delivery.topic, delivery.partition).acked(delivery.offset):
+                self._unstored_acks.add((delivery.topic, delivery.partition))
 
     def flush_deferred_acks(self, topic: str | None = None) -> None:
         """Store every deferred ack (of one topic, or all)."""
@@ -580,8 +681,13 @@ class Channel(confluentkafka.Channel):
         )
         self.publish_dead_letter(letter)
         # Only once the dead letter is safely stored is the original skipped.
+        journal = self._journals.get((delivery.topic, delivery.partition))
+        if journal is not None:
+            journal.done(delivery.offset)
         positions = self._partition_positions(delivery.topic, delivery.partition)
-        self._commit(delivery.topic, delivery.partition, positions.skipped(delivery.offset))
+        with self._state_lock:
+            commit = positions.skipped(delivery.offset)
+        self._commit(delivery.topic, delivery.partition, commit)
         logger.error("dead-lettered %s[%s]@%s (%s): %s", delivery.topic, delivery.partition, delivery.offset, kind, reason)
 
     def publish_dead_letter(self, letter: DeadLetter) -> None:
@@ -591,7 +697,8 @@ class Channel(confluentkafka.Channel):
         metrics.DEAD_LETTERED.labels(letter.kind).inc()
 
     def partition_positions(self) -> dict[tuple[str, int], PartitionPositions]:
-        return dict(self._positions)
+        with self._state_lock:
+            return dict(self._positions)
 
     def high_watermark(self, topic: str, partition: int) -> int | None:
         """End offset of an owned partition, asked from the broker (for the lag metric)."""
@@ -622,6 +729,9 @@ class Channel(confluentkafka.Channel):
             if producer is not None:
                 producer.flush(self.publish_timeout)
         self._producer = self._deferred_producer = None
+        for journal in self._journals.values():
+            journal.close()
+        self._journals.clear()
         super().close()
 
 

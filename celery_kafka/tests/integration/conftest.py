@@ -24,7 +24,7 @@ TASK_PARTITIONS = 3
 def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if shutil.which("java") is None or not ARCHIVE.is_file():
         pytest.skip(f"integration tests need java and {ARCHIVE} (make artifacts)")
-    with LocalKafka(ARCHIVE, TASK_PARTITIONS, tmp_path_factory.mktemp("kafka"), extra_topics={"exports": 1}) as broker:
+    with LocalKafka(ARCHIVE, TASK_PARTITIONS, tmp_path_factory.mktemp("kafka"), extra_topics={"exports": 1, "journal.tasks": 2}) as broker:
         yield broker.bootstrap
 
 

@@ -7,7 +7,7 @@ least 2,000 in all), so every fault and its recovery happen under load however f
 test waits until every acknowledged id ran on a worker (results files on the nodes) or is in the dead-letter topic. A
 fault fails the test when an acknowledged id is lost, when a publish was never acknowledged, when a load task (always
 healthy) reached the dead-letter topic, or when a key's tasks ran out of order or on two nodes. Duplicates
-(at-least-once redelivery) are counted in the table printed at the end and written to
+(at-least-once redelivery; after a worker kill at most the task that was running) are counted in the table printed at the end and written to
 .cache/test-results/<date>-chaos.txt.
 Tests run in file order, each fault after the cluster healed from the last one.
 """
@@ -233,6 +233,30 @@ def test_worker_oom_killed_by_its_memory_limit(app):
 
     run_fault(app, "worker OOM-killed", fault)
     assert host(name).service(f"celery-worker@{partition}").is_running
+
+
+def test_worker_killed_with_sigkill_under_load(app):
+    """The worker process dies without a word (kill -9) while its partition is busy. Its journal on the node says which
+    messages after the last offset commit already finished, so at most the task that was running when it died runs
+    again (at-least-once), however long ago the last commit was."""
+    partition = 2
+    name = next(node for node, owned in WORKERS.items() if owned == partition)
+    unit = f"celery-worker@{partition}.service"
+
+    def fault(load: LoadGenerator) -> str:
+        poll(lambda: load.sent_so_far >= 1000, timeout=120, message="load under way")
+        restarts = int(unit_property(host(name), unit, "NRestarts"))
+        pid = unit_property(host(name), unit, "MainPID")
+        host(name).run_expect([0], f"kill -9 {pid}")
+        poll(
+            lambda: int(unit_property(host(name), unit, "NRestarts")) == restarts + 1 and host(name).service(unit).is_running,
+            timeout=120,
+            message=f"systemd restarting {unit} on {name}",
+        )
+        return f"{name}'s worker (partition {partition}, pid {pid}) killed with SIGKILL, restarted by systemd"
+
+    row = run_fault(app, "kill -9 worker", fault)
+    assert row.tally.duplicates <= 1, f"{row.tally.duplicates} tasks ran twice: only the one running at the kill may"
 
 
 def test_broker_cut_off_the_network_for_30_seconds(app):
