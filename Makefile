@@ -103,13 +103,13 @@ chaos: scenario-default ## The default scenario, whose verifier ends with faults
 # the cost of the worker's commits; and (BENCH_CONVERGE=1, minutes) site.yml on fresh bench- containers and its
 # idempotent re-run. Appends to benchmarks/results/<date>-compare.txt.
 BENCH_CONVERGE ?= 1
-BENCH_ARGS     ?= --tasks 3000 --publish 1000 --scaling-tasks 1000
+BENCH_ARGS     ?= --tasks 10000 --publish 2000 --scaling-tasks 5000
 SUDO           := $(shell [ "$$(id -u)" = 0 ] || echo sudo -n)
 
 .PHONY: bench
 bench: venv artifacts $(if $(filter 1,$(BENCH_CONVERGE)),image wheels) ## Benchmarks against the alternatives (not part of make test; BENCH_CONVERGE=0 skips the converge timing)
-	command -v redis-server >/dev/null || { $(SUDO) apt-get update -q && \
-	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends redis-server; }
+	command -v redis-server >/dev/null && [ -x /usr/lib/rabbitmq/bin/rabbitmq-server ] || { $(SUDO) apt-get update -q && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends redis-server rabbitmq-server; }
 	PYTHONPATH=$(REPO)/celery_kafka/src python benchmarks/compare.py $(BENCH_ARGS) $(if $(filter 1,$(BENCH_CONVERGE)),--converge)
 
 # The demo's containers are named demo-<host> (so they never clash with Molecule's) and answer to <host> on their

@@ -111,27 +111,72 @@ def read_rows(files: list[Path], run_id: str) -> list[list[float]]:
     return per_worker
 
 
-def drain_rate(per_worker: list[list[float]]) -> tuple[float, str]:
-    """Tasks per second while every worker was busy (see the module docstring), and a note on the distribution."""
+def drain_window(per_worker: list[list[float]]) -> tuple[float, float]:
+    """From the last worker's first finished task to the first worker's last (see the module docstring)."""
     busy = [times for times in per_worker if len(times) > 1]
     start = max(times[0] for times in busy)
     end = min(times[-1] for times in busy)
-    counts = [len(times) for times in per_worker]
     if end - start < 1.0:  # too short a common window (one worker had almost nothing): take the whole span
         everything = sorted(t for times in per_worker for t in times)
         start, end = everything[0], everything[-1]
+    return start, end
+
+
+def drain_rate(per_worker: list[list[float]]) -> tuple[float, str]:
+    """Tasks per second while every worker was busy, and a note on the distribution."""
+    start, end = drain_window(per_worker)
+    counts = [len(times) for times in per_worker]
     done = sum(1 for times in per_worker for t in times if start <= t <= end)
     return done / (end - start), f"tasks per worker {counts}, window {end - start:.1f} s"
 
 
-def wait_for_count(files: list[Path], run_id: str, expected: int, timeout: float) -> list[list[float]]:
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system, all threads) of a process and of its children still running."""
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(stat.parent.name) == pid or int(fields[1]) == pid:  # fields[1]: the parent's pid
+            total += (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    return total
+
+
+@dataclass
+class CpuSampler:
+    """CPU time of process groups (brokers, workers, client), sampled while a backlog drains."""
+
+    groups: dict[str, list[int]]
+    samples: list[tuple[float, dict[str, float]]] = field(default_factory=list)
+
+    def sample(self) -> None:
+        self.samples.append((time.time(), {name: sum(map(cpu_seconds, pids)) for name, pids in self.groups.items()}))
+
+    def cores(self, start: float, end: float) -> str:
+        """Cores each group used between the samples nearest the window's start and end."""
+        inside = [s for s in self.samples if start - 0.25 <= s[0] <= end + 0.25] or self.samples[-2:]
+        (first, before), (last, after) = inside[0], inside[-1]
+        if last - first < 0.2:
+            return "CPU: window too short to sample"
+        used = ", ".join(f"{name} {(after[name] - before[name]) / (last - first):.2f}" for name in self.groups)
+        return f"CPU in cores (of {os.cpu_count()}) over {last - first:.1f} s: {used}"
+
+
+def wait_for_count(files: list[Path], run_id: str, expected: int, timeout: float, sampler: CpuSampler | None = None) -> list[list[float]]:
     deadline = time.monotonic() + timeout
+    marker = f'"run_id": "{run_id}"'.encode()
     while True:
-        rows = read_rows(files, run_id)
-        if sum(len(times) for times in rows) >= expected:
-            return rows
+        if sampler is not None:
+            sampler.sample()
+        # Counting is cheap; parsing every row on each poll would take CPU from the workers being measured.
+        if sum(path.read_bytes().count(marker) for path in files if path.exists()) >= expected:
+            return read_rows(files, run_id)
         if time.monotonic() > deadline:
-            raise TimeoutError(f"{sum(len(t) for t in rows)} of {expected} tasks finished after {timeout} s")
+            raise TimeoutError(f"{sum(len(t) for t in read_rows(files, run_id))} of {expected} tasks finished after {timeout} s")
         time.sleep(0.2)
 
 
@@ -139,7 +184,14 @@ class CeleryWorker:
     """A `celery -A bench_app worker` process (same flags as localkafka.Worker) for the other brokers."""
 
     def __init__(
-        self, broker_url: str, queue: str, results: Path, log: Path, transport_options: dict[str, Any], conf: dict[str, Any]
+        self,
+        broker_url: str,
+        queue: str,
+        results: Path,
+        log: Path,
+        transport_options: dict[str, Any],
+        conf: dict[str, Any],
+        pool: str = "solo",
     ) -> None:
         self.results, self.log = results, log
         self.env = {
@@ -151,14 +203,15 @@ class CeleryWorker:
             "BENCH_TRANSPORT_OPTIONS": json.dumps(transport_options),
             "BENCH_CELERY_CONF": json.dumps(conf),
         }
-        self.queue = queue
+        self.queue, self.pool = queue, pool
         self.process: subprocess.Popen | None = None
 
     def start(self) -> CeleryWorker:
         with self.log.open("a") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "celery", "-A", "bench_app", "worker", "--pool=solo", "--loglevel=WARNING", "-Q", self.queue,
-                 "-n", f"{uuid.uuid4().hex[:6]}@%h", "--without-gossip", "--without-mingle", "--without-heartbeat"],
+                [sys.executable, "-m", "celery", "-A", "bench_app", "worker", f"--pool={self.pool}", "--concurrency=1",
+                 "--loglevel=WARNING", "-Q", self.queue, "-n", f"{uuid.uuid4().hex[:6]}@%h",
+                 "--without-gossip", "--without-mingle", "--without-heartbeat"],
                 env=self.env, stdout=log, stderr=subprocess.STDOUT,
             )  # fmt: skip
         return self
@@ -173,15 +226,19 @@ class CeleryWorker:
                 self.process.wait()
 
 
-def drain(workers: list[Any], files: list[Path], run_id: str, expected: int, timeout: float) -> tuple[float, str]:
+def drain(workers: list[Any], files: list[Path], run_id: str, expected: int, timeout: float, brokers: list[int]) -> tuple[float, str]:
+    """Start the workers on a backlog, wait until `expected` tasks finished; (tasks/s, note with the CPU use of the
+    brokers' processes, the workers and this client during the drain window)."""
     for worker in workers:
         worker.start()
+    sampler = CpuSampler({"brokers": brokers, "workers": [w.process.pid for w in workers], "client": [os.getpid()]})
     try:
-        rows = wait_for_count(files, run_id, expected, timeout)
+        rows = wait_for_count(files, run_id, expected, timeout, sampler)
     finally:
         for worker in workers:
             worker.stop()
-    return drain_rate(rows)
+    rate, note = drain_rate(rows)
+    return rate, f"{note}; {sampler.cores(*drain_window(rows))}"
 
 
 def bench_ours(kafka: LocalKafka, args: argparse.Namespace, workdir: Path) -> tuple[list[Row], dict[int, float], list[str]]:
@@ -209,7 +266,8 @@ def bench_ours(kafka: LocalKafka, args: argparse.Namespace, workdir: Path) -> tu
     backlog = max(args.tasks, published)
     workers = [Worker(kafka.bootstrap, p, workdir / "ours", loglevel="WARNING") for p in range(args.workers)]
     (workdir / "ours").mkdir()
-    rate, note = drain(workers, [w.results for w in workers], run_id, backlog, args.timeout)
+    brokers = [p.pid for p in kafka.processes]
+    rate, note = drain(workers, [w.results for w in workers], run_id, backlog, args.timeout, brokers)
     sync.drain_rate = deferred.drain_rate = rate
     notes.append(f"ours, {args.workers} workers on a backlog of {backlog}: {note}")
 
@@ -225,7 +283,7 @@ def bench_ours(kafka: LocalKafka, args: argparse.Namespace, workdir: Path) -> tu
                 send_keyed(scale_app, "demo_app.tasks.record", key, key, seq, scale_run)
         (workdir / topic).mkdir()
         workers = [Worker(kafka.bootstrap, p, workdir / topic, loglevel="WARNING", task_topic=topic) for p in range(count)]
-        scaling[count], note = drain(workers, [w.results for w in workers], scale_run, tasks, args.timeout)
+        scaling[count], note = drain(workers, [w.results for w in workers], scale_run, tasks, args.timeout, brokers)
         notes.append(f"ours, {count} worker(s) on a backlog of {tasks}: {note}")
     return [sync, deferred], scaling, notes
 
@@ -237,7 +295,9 @@ def bench_other(
     options: dict[str, Any],
     args: argparse.Namespace,
     workdir: Path,
+    brokers: list[int],
     conf: dict[str, Any] | None = None,
+    pool: str = "solo",
 ) -> Row:
     run_id = uuid.uuid4().hex[:8]
     app = bench_app.create(broker_url, queue, transport_options=options, conf=conf)
@@ -252,13 +312,13 @@ def bench_other(
     for seq in range(max(0, args.tasks - published)):
         send(seq)
     backlog = max(args.tasks, published)
-    directory = workdir / queue.replace("/", "_") / name.split()[0]
+    directory = workdir / queue.replace("/", "_")
     directory.mkdir(parents=True)
     workers = [
-        CeleryWorker(broker_url, queue, directory / f"results-{n}.jsonl", directory / f"worker-{n}.log", options, conf or {})
+        CeleryWorker(broker_url, queue, directory / f"results-{n}.jsonl", directory / f"worker-{n}.log", options, conf or {}, pool)
         for n in range(args.workers)
     ]
-    row.drain_rate, note = drain(workers, [w.results for w in workers], run_id, backlog, args.timeout)
+    row.drain_rate, note = drain(workers, [w.results for w in workers], run_id, backlog, args.timeout, brokers)
     row.notes.append(f"{args.workers} workers on a backlog of {backlog}: {note}")
     app.close()
     return row
@@ -290,7 +350,7 @@ def bench_memory(args: argparse.Namespace, workdir: Path) -> Row:
 
 
 @contextmanager
-def redis_server(workdir: Path) -> Iterator[str]:
+def redis_server(workdir: Path) -> Iterator[tuple[str, int]]:
     binary = shutil.which("redis-server")
     if binary is None:
         raise FileNotFoundError("redis-server is not installed (make bench installs it with apt-get)")
@@ -302,14 +362,14 @@ def redis_server(workdir: Path) -> Iterator[str]:
     )
     try:
         wait_for_port(port)
-        yield f"redis://127.0.0.1:{port}/0"
+        yield f"redis://127.0.0.1:{port}/0", process.pid
     finally:
         process.terminate()
         process.wait(30)
 
 
 @contextmanager
-def rabbitmq_server(workdir: Path) -> Iterator[str]:
+def rabbitmq_server(workdir: Path) -> Iterator[tuple[str, int]]:
     """Debian's RabbitMQ as a throwaway node: own ports on 127.0.0.1, own data and log directories, no plugins."""
     binary = Path("/usr/lib/rabbitmq/bin/rabbitmq-server")
     if not binary.exists():
@@ -336,7 +396,7 @@ def rabbitmq_server(workdir: Path) -> Iterator[str]:
     process = subprocess.Popen([str(binary)], env=env, stdout=(base / "server.log").open("w"), stderr=subprocess.STDOUT)
     try:
         wait_for_port(port, timeout=180)
-        yield f"amqp://guest:guest@127.0.0.1:{port}//"
+        yield f"amqp://guest:guest@127.0.0.1:{port}//", process.pid
     finally:
         process.terminate()
         process.wait(60)
@@ -453,11 +513,24 @@ def main() -> int:
             notes += ours_notes
             commit_p50, commit_p99 = commit_latency(kafka)
             kombu_url = f"confluentkafka://{kafka.bootstrap.split(',')[0]}"
-            rows.append(
-                bench_other("kombu confluentkafka (stock), same cluster", kombu_url, "kombu.tasks", {"wait_time_seconds": 1}, args, workdir)
-            )
-        with redis_server(workdir) as redis_url:
-            rows.append(bench_other("redis (redis-server, no persistence)", redis_url, "bench.tasks", {}, args, workdir))
+            kombu_options = {"wait_time_seconds": 1}
+            brokers = [p.pid for p in kafka.processes]
+            kombu = "kombu confluentkafka (stock), same cluster"
+            rows.append(bench_other(kombu, kombu_url, "kombu.tasks", kombu_options, args, workdir, brokers))
+        with redis_server(workdir) as (redis_url, pid):
+            rows.append(bench_other("redis (redis-server, no persistence)", redis_url, "bench.tasks", {}, args, workdir, [pid]))
+        # The durable choice a RabbitMQ user makes: durable queues, persistent messages (Celery's defaults) and
+        # publisher confirms (apply_async returns once the broker has the message); then the replicated queue type.
+        # Workers: the threads pool with one thread (one task at a time, as ours). With the solo or prefork pool,
+        # Celery's event loop leaves a delivered message unread until its next timer (10 s; docs/facts.md).
+        with rabbitmq_server(workdir) as (amqp_url, pid):
+            confirms = {"confirm_publish": True}
+            quorum = {"task_default_queue_type": "quorum"}
+            for name, queue, conf in (
+                ("rabbitmq classic durable, confirms", "bench.classic", None),
+                ("rabbitmq quorum queue, confirms", "bench.quorum", quorum),
+            ):
+                rows.append(bench_other(name, amqp_url, queue, confirms, args, workdir, [pid], conf, pool="threads"))
         rows.append(bench_memory(args, workdir))
         converged = ["converge: skipped (BENCH_CONVERGE=0)"]
         if args.converge:

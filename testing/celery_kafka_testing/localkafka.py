@@ -306,11 +306,14 @@ class Worker:
         pool: str = "solo",
         concurrency: int = 1,
         journal: bool = True,
+        profile_to: Path | None = None,
     ) -> None:
         self.partition = partition
         self.loglevel = loglevel
         self.task_topic = task_topic
         self.pool, self.concurrency = pool, concurrency
+        # With a path: the worker runs under cProfile, which writes its stats there when the worker exits.
+        self.profile_to = profile_to
         name = f"{partition}" if task_topic == "celery.tasks" else f"{task_topic}-{partition}"
         self.results = workdir / f"results-{name}.jsonl"
         self.log_path = workdir / f"worker-{name}.log"
@@ -336,6 +339,7 @@ class Worker:
             self.process = subprocess.Popen(
                 [
                     sys.executable,
+                    *(["-m", "cProfile", "-o", str(self.profile_to)] if self.profile_to else []),
                     "-m",
                     "celery",
                     "-A",
