@@ -12,6 +12,9 @@ same task (append a JSON line with its finish time to a results file):
           settings (acks=all, no idempotence, linger.ms 5) and acks by an asynchronous commit of the consumer's
           position;
 * redis:  redis-server (Debian package) on a free loopback port, no persistence (--save '' --appendonly no);
+* rabbitmq: Debian's rabbitmq-server on free loopback ports, the durable setup: durable queues and persistent
+          messages (Celery's defaults), publisher confirms; a classic queue, then a quorum queue. Its workers run the
+          threads pool with one thread (docs/facts.md: the solo and prefork pools stall on it);
 * memory: Celery's memory:// transport, the worker in the publishing process (celery.contrib.testing.worker.
           start_worker: one solo worker thread, as the memory transport cannot be shared between processes): the
           ceiling of Celery itself.
@@ -19,13 +22,14 @@ same task (append a JSON line with its finish time to a results file):
 Publish: `--publish` apply_async calls, throughput and per-call latency (p50/p99). Worker throughput: a backlog of
 `--tasks` tasks, then the workers start; the rate is taken over the window in which every worker was draining (from
 the last worker's first finished task to the first worker's last), so start-up and the tail are not counted.
-Scaling: ours with 1, 2 and 3 partitions/workers. Commit cost: the worker commits synchronously once per task (the
-delivery attempt of a message, which also stores the ack of the one before); measured here as the latency of one
-synchronous commit. Converge
-(optional, --converge): site.yml from fresh containers with a `bench-` prefix on their own Docker network, then an
-idempotent re-run (changed must be 0), then the containers are removed.
+Each drain also reports the CPU the brokers, the workers and this client used during its window, in cores.
+Scaling: ours with 1, 2 and 3 partitions/workers. Commit cost: the latency of one synchronous commit, what a worker
+without a journal pays once per task (with the journal, the default, it sends one asynchronous commit per
+commit_interval_seconds).
+Converge (optional, --converge): site.yml from fresh containers with a `bench-` prefix on their own Docker network,
+then an idempotent re-run (changed must be 0), then the containers are removed.
 
-    python benchmarks/compare.py --tasks 3000 --publish 1000 [--converge]
+    python benchmarks/compare.py --tasks 10000 --publish 2000 --scaling-tasks 5000 [--converge]
 """
 
 from __future__ import annotations
@@ -469,27 +473,28 @@ def number(value: float | None, digits: int = 1) -> str:
 
 
 def table(rows: list[Row]) -> list[str]:
-    ours, memory = rows[0], rows[-1]
+    redis = next((row for row in rows if row.system.startswith("redis")), None)
+    memory = rows[-1]
     header = (
         f"{'system':<48} {'publish/s':>9} {'p50 ms':>7} {'p99 ms':>7} {'tasks/s':>8} "
-        f"{'pub/ours':>8} {'pub/mem':>8} {'run/ours':>8} {'run/mem':>8}"
+        f"{'pub/redis':>9} {'run/redis':>9} {'pub/mem':>8} {'run/mem':>8}"
     )
     lines = [header, "-" * len(header)]
     for row in rows:
         lines.append(
             f"{row.system:<48} {number(row.publish_rate):>9} {number(row.p50_ms, 2):>7} {number(row.p99_ms, 2):>7} "
-            f"{number(row.drain_rate):>8} {ratio(row.publish_rate, ours.publish_rate):>8} "
-            f"{ratio(row.publish_rate, memory.publish_rate):>8} {ratio(row.drain_rate, ours.drain_rate):>8} "
-            f"{ratio(row.drain_rate, memory.drain_rate):>8}"
+            f"{number(row.drain_rate):>8} {ratio(row.publish_rate, redis and redis.publish_rate):>9} "
+            f"{ratio(row.drain_rate, redis and redis.drain_rate):>9} "
+            f"{ratio(row.publish_rate, memory.publish_rate):>8} {ratio(row.drain_rate, memory.drain_rate):>8}"
         )
     return lines
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--tasks", type=int, default=3000, help="backlog the workers drain, per system")
-    parser.add_argument("--publish", type=int, default=1000, help="apply_async calls timed per system and mode")
-    parser.add_argument("--scaling-tasks", type=int, default=1000, help="backlog per worker for the 1- and 2-worker runs")
+    parser.add_argument("--tasks", type=int, default=10000, help="backlog the workers drain, per system")
+    parser.add_argument("--publish", type=int, default=2000, help="apply_async calls timed per system and mode")
+    parser.add_argument("--scaling-tasks", type=int, default=5000, help="backlog per worker for the 1- and 2-worker runs")
     parser.add_argument("--workers", type=int, default=3)
     parser.add_argument("--keys", type=int, default=300)
     parser.add_argument("--warmup", type=int, default=20)
@@ -555,13 +560,12 @@ def main() -> int:
         "",
         *table(rows),
         "",
-        "pub/ours, run/ours: relative to ours (synchronous); pub/mem, run/mem: relative to Celery's memory:// transport",
+        "pub/redis, run/redis: relative to Redis; pub/mem, run/mem: relative to Celery's memory:// transport (its ceiling)",
         f"scaling (ours): {', '.join(f'{n} worker(s) {rate:.1f} tasks/s' for n, rate in sorted(scaling.items()))}; "
         f"per worker: {', '.join(f'{rate / n:.1f}' for n, rate in sorted(scaling.items()))}",
         f"consumer commit (synchronous, with metadata, from an otherwise idle consumer): p50 {commit_p50:.2f} ms, "
-        f"p99 {commit_p99:.2f} ms; a worker does 1 per task (~{per_task_ms:.1f} ms per task at 3 workers); inside a busy "
-        "worker it costs more (cProfile of one worker, 3 nodes, before acks rode on the next attempt commit: ~11 ms "
-        "each, ~90% of steady-state task time)",
+        f"p99 {commit_p99:.2f} ms: what a worker without a journal pays once per task (a task takes ~{per_task_ms:.2f} ms "
+        "of a worker at 3 workers); with the journal (default) it sends one asynchronous commit per second instead",
         *converged,
         *(f"note: {row.system}: {note}" for row in rows for note in row.notes),
         *(f"note: {note}" for note in notes),
