@@ -93,8 +93,8 @@ scenario-%: deps
 	molecule test -s $*
 
 # Faults under load (broker kill -9, rolling restart, worker OOM, worker kill -9, broker network cut, poison
-# messages), every task id accounted for. They run in the default scenario, after the checks that need an undisturbed cluster; the table goes to
-# .cache/test-results/<date>-chaos.txt.
+# messages), every task id accounted for. They run in the default scenario, after the checks that need an undisturbed
+# cluster; the table goes to .cache/test-results/<date>-chaos.txt.
 .PHONY: chaos
 chaos: scenario-default ## The default scenario, whose verifier ends with faults under a keyed load
 
