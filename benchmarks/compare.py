@@ -56,6 +56,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import bench_app
+from celery_kafka_testing.charts import comparison
 from celery_kafka_testing.localkafka import LocalKafka, Worker, free_port, wait_for_port
 from confluent_kafka import Consumer, TopicPartition
 
@@ -576,7 +577,13 @@ def main() -> int:
     out = REPO / "benchmarks" / "results" / f"{dt.date.today():%Y-%m-%d}-{args.name}.txt"
     with out.open("a") as results:
         results.write(report + "\n\n")
-    print(f"(appended to {out.relative_to(REPO)})")
+    chart = comparison(
+        out.with_suffix(".png"),
+        [(row.system, row.drain_rate, row.publish_rate) for row in rows],
+        scaling,
+        f"make bench, {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC, {os.cpu_count()} cores shared by brokers, workers and client",
+    )
+    print(f"(appended to {out.relative_to(REPO)}; chart {chart.relative_to(REPO)})")
     return 0
 
 

@@ -50,6 +50,8 @@ class Completion:
     node: str
     # Position of the row in its node's results file: the order in which that node ran its tasks.
     line: int
+    # When the task finished (Unix seconds, the node's clock).
+    finished_at: float = 0.0
 
 
 def parse_results(text: str, run_id: str, node: str) -> list[Completion]:
@@ -61,7 +63,16 @@ def parse_results(text: str, run_id: str, node: str) -> list[Completion]:
         row = json.loads(line)
         if row.get("run_id") != run_id:
             continue
-        found.append(Completion(task_id=row["task_id"], key=row["key"], seq=int(row["seq"]), node=node, line=line_number))
+        found.append(
+            Completion(
+                task_id=row["task_id"],
+                key=row["key"],
+                seq=int(row["seq"]),
+                node=node,
+                line=line_number,
+                finished_at=float(row.get("finished_at", 0.0)),
+            )
+        )
     return found
 
 

@@ -8,7 +8,8 @@ test waits until every acknowledged id ran on a worker (results files on the nod
 fault fails the test when an acknowledged id is lost, when a publish was never acknowledged, when a load task (always
 healthy) reached the dead-letter topic, or when a key's tasks ran out of order or on two nodes. Duplicates
 (at-least-once redelivery; after a worker kill at most the task that was running) are counted in the table printed at the end and written to
-.cache/test-results/<date>-chaos.txt.
+.cache/test-results/<date>-chaos.txt; beside it, each fault's timeline as a PNG (tasks completed per second, consumer
+lag from Prometheus, the moments of the fault and of the recovery).
 Tests run in file order, each fault after the cluster healed from the last one.
 """
 
@@ -20,9 +21,12 @@ import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
+import requests
 from celery_kafka_testing.chaos import Completion, LoadGenerator, Row, celery_publisher, drain, format_table, parse_results
+from celery_kafka_testing.charts import fault_timeline
 from confluent_kafka import Producer
 
 from celery_kafka.deadletter import REDELIVERY_LIMIT, UNDECODABLE
@@ -56,6 +60,13 @@ MIN_TASKS, TAIL_TASKS, RATE, KEYS = 2000, 500, 100.0, 200
 DRAIN_TIMEOUT = 600
 
 TABLE: list[Row] = []
+RESULTS_DIR = REPO / ".cache" / "test-results"
+# When the current fault was injected: set by the fault (injected()), read by run_fault for the timeline.
+INJECTED: dict[str, float] = {}
+
+
+def injected() -> None:
+    INJECTED["at"] = time.time()
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +88,7 @@ def table() -> Iterator[list[Row]]:
         f"{format_table(TABLE)}\n"
     )
     print("\n" + text)
-    results = REPO / ".cache" / "test-results" / f"{time.strftime('%Y-%m-%d', time.gmtime())}-chaos.txt"
+    results = RESULTS_DIR / f"{time.strftime('%Y-%m-%d', time.gmtime())}-chaos.txt"
     results.parent.mkdir(parents=True, exist_ok=True)
     with results.open("a") as out:
         out.write(text + "\n")
@@ -131,8 +142,10 @@ def run_fault(app, name: str, fault: Callable[[LoadGenerator], str]) -> Row:
     load = LoadGenerator(publish=lambda *a: None, total=10**6, rate=RATE, keys=KEYS)
     load.publish = celery_publisher(app, load.run_id)
     load.start()
+    INJECTED.clear()
     try:
         notes = fault(load)
+        recovered_at = time.time()
     finally:
         enough = max(MIN_TASKS, load.sent_so_far + TAIL_TASKS)
         poll(lambda: load.sent_so_far >= enough or load.finished_at is not None, timeout=600, message=f"{enough} tasks sent")
@@ -153,6 +166,7 @@ def run_fault(app, name: str, fault: Callable[[LoadGenerator], str]) -> Row:
         details.append(f"never acknowledged {tally.unacknowledged}")
     if load_in_dlq:
         details.append(f"load tasks dead-lettered {len(load_in_dlq)}")
+    details.append(f"timeline {draw_timeline(name, load.run_id, recovered_at).name}")
     row = Row(name, tally, drain_seconds, "; ".join(d for d in details if d))
     TABLE.append(row)
     print(f"\n{name}: {row.notes}; publish errors (first): {load.errors[:3]}; order: {tally.order_violations[:5]}")
@@ -162,6 +176,28 @@ def run_fault(app, name: str, fault: Callable[[LoadGenerator], str]) -> Row:
     assert not load_in_dlq, f"{len(load_in_dlq)} healthy load tasks dead-lettered, e.g. {load_in_dlq[:5]}"
     assert not tally.order_violations, f"per-key order broken: {tally.order_violations[:10]}"
     return row
+
+
+def consumer_lag(start: float, end: float) -> list[tuple[float, float]]:
+    """The workers' summed consumer lag of the task topic over [start, end], from Prometheus (every 5 s)."""
+    try:
+        response = requests.get(
+            f"http://{address(TOPOLOGY.monitor)}:9090/api/v1/query_range",
+            params={"query": f'sum(celery_kafka_consumer_lag{{topic="{TASK_TOPIC}"}})', "start": start, "end": end, "step": 5},
+            timeout=10,
+        )
+        response.raise_for_status()
+        series = response.json()["data"]["result"]
+    except (requests.RequestException, KeyError, ValueError):
+        return []  # the timeline is drawn without the lag line
+    return [(float(t), float(v)) for t, v in series[0]["values"]] if series else []
+
+
+def draw_timeline(name: str, run_id: str, recovered_at: float) -> Path:
+    finished = [c.finished_at for c in completions(run_id)]
+    slug = "".join(ch if ch.isalnum() else "-" for ch in name.lower()).strip("-")
+    path = RESULTS_DIR / f"{time.strftime('%Y-%m-%d', time.gmtime())}-chaos-{slug}.png"
+    return fault_timeline(path, f"chaos: {name}", finished, consumer_lag(min(finished), max(finished)), INJECTED.get("at"), recovered_at)
 
 
 def test_cluster_is_healthy_before_the_faults():
@@ -179,6 +215,7 @@ def test_broker_jvm_killed_with_sigkill_comes_back(app):
         node = host(victim)
         restarts = int(unit_property(node, "kafka.service", "NRestarts"))
         pid = unit_property(node, "kafka.service", "MainPID")
+        injected()
         node.run_expect([0], f"kill -9 {pid}")
         killed = time.monotonic()
         poll(
@@ -200,6 +237,7 @@ def test_rolling_restart_through_the_playbook(app):
 
     def fault(load: LoadGenerator) -> str:
         poll(lambda: load.sent_so_far >= 500, timeout=120, message="load under way")
+        injected()
         return rolling_config_change("log.cleaner.backoff.ms", 15000 + int(time.time()) % 1000)
 
     run_fault(app, "rolling restart (playbook)", fault)
@@ -217,6 +255,7 @@ def test_worker_oom_killed_by_its_memory_limit(app):
         restarts = int(unit_property(host(name), unit, "NRestarts"))
         key = next(k for k in (f"{load.run_id}-hog-{n}" for n in range(1000)) if partition_for_key(k, 3) == partition)
         # A client of its own: the load's thread keeps publishing through `app` meanwhile.
+        injected()
         holder["id"] = send_keyed(client(), "demo_app.tasks.memory_hog", key, 400, load.run_id).id
         entry = poll(
             lambda: next((e for e in letters().values() if e.letter.task_id == holder["id"]), None),
@@ -247,6 +286,7 @@ def test_worker_killed_with_sigkill_under_load(app):
         poll(lambda: load.sent_so_far >= 1000, timeout=120, message="load under way")
         restarts = int(unit_property(host(name), unit, "NRestarts"))
         pid = unit_property(host(name), unit, "MainPID")
+        injected()
         host(name).run_expect([0], f"kill -9 {pid}")
         poll(
             lambda: int(unit_property(host(name), unit, "NRestarts")) == restarts + 1 and host(name).service(unit).is_running,
@@ -266,6 +306,7 @@ def test_broker_cut_off_the_network_for_30_seconds(app):
         victim_id = int(TOPOLOGY.hostvars[victim]["kafka_node_id"])
         victim_address = address(victim)
         others = ",".join(f"{address(name)}:9092" for name in BROKERS if name != victim)
+        injected()
         subprocess.run(["docker", "network", "disconnect", NETWORK, victim], check=True, timeout=60)
         try:
             # The rest of the cluster notices: the cut-off broker is fenced (left out of the metadata) or at least
@@ -296,6 +337,7 @@ def test_poison_messages_amid_the_load(app):
     def fault(load: LoadGenerator) -> str:
         poll(lambda: load.sent_so_far >= 1000, timeout=120, message="load under way")
         marker["run"] = f"chaos-poison {load.run_id} ".encode()
+        injected()
         producer = Producer({"bootstrap.servers": bootstrap(), "acks": "all", "enable.idempotence": True})
         for n in range(100):
             producer.produce(TASK_TOPIC, value=b"\xff" + marker["run"] + str(n).encode(), partition=n % 3)
