@@ -408,6 +408,24 @@ def rabbitmq_server(workdir: Path) -> Iterator[tuple[str, int]]:
         subprocess.run(["epmd", "-port", str(epmd_port), "-kill"], env=env, capture_output=True, check=False)
 
 
+def java_round_trip(kafka: LocalKafka, count: int = 300) -> str:
+    """The floor of a synchronous publish here: Kafka's own Java producer (ProducerPerformance, from the same archive)
+    with acks=all, idempotence and linger.ms 0, paced at 50 records/s so that each record travels alone."""
+    assert kafka.home is not None
+    command = [
+        shutil.which("java") or "java",
+        "-cp",
+        f"{kafka.home}/libs/*",
+        f"-Dlog4j2.configurationFile={kafka.home}/config/tools-log4j2.yaml",
+        "org.apache.kafka.tools.ProducerPerformance",
+        *("--topic", "bench.java", "--num-records", str(count), "--record-size", "600", "--throughput", "50"),
+        *("--producer-props", f"bootstrap.servers={kafka.bootstrap}", "acks=all", "enable.idempotence=true", "linger.ms=0"),
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
+    summary = [line for line in result.stdout.splitlines() if "records sent" in line]
+    return summary[-1] if summary else f"failed (exit {result.returncode}): {result.stderr[-300:]}"
+
+
 def commit_latency(kafka: LocalKafka, count: int = 200) -> tuple[float, float]:
     """p50/p99 ms of one synchronous offset commit with metadata, as the worker does once per task."""
     consumer = Consumer({"bootstrap.servers": kafka.bootstrap, "group.id": "bench.commit-probe", "enable.auto.commit": False})
@@ -513,11 +531,12 @@ def main() -> int:
     started = time.monotonic()
     notes: list[str] = []
     try:
-        topics = {"kombu.tasks": args.workers, **{f"bench.p{n}": n for n in range(1, args.workers)}}
+        topics = {"kombu.tasks": args.workers, "bench.java": 1, **{f"bench.p{n}": n for n in range(1, args.workers)}}
         with LocalKafka(args.archive, args.workers, workdir / "kafka", nodes=3, extra_topics=topics) as kafka:
             rows, scaling, ours_notes = bench_ours(kafka, args, workdir)
             notes += ours_notes
             commit_p50, commit_p99 = commit_latency(kafka)
+            java_floor = java_round_trip(kafka)
             kombu_url = f"confluentkafka://{kafka.bootstrap.split(',')[0]}"
             kombu_options = {"wait_time_seconds": 1}
             brokers = [p.pid for p in kafka.processes]
@@ -567,6 +586,8 @@ def main() -> int:
         f"consumer commit (synchronous, with metadata, from an otherwise idle consumer): p50 {commit_p50:.2f} ms, "
         f"p99 {commit_p99:.2f} ms: what a worker without a journal pays once per task (a task takes ~{per_task_ms:.2f} ms "
         "of a worker at 3 workers); with the journal (default) it sends one asynchronous commit per second instead",
+        f"synchronous publish floor, Kafka's Java producer (acks=all, idempotent, linger.ms 0, one record at a time, "
+        f"same cluster): {java_floor}",
         *converged,
         *(f"note: {row.system}: {note}" for row in rows for note in row.notes),
         *(f"note: {note}" for note in notes),

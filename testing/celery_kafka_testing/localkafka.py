@@ -125,6 +125,8 @@ class LocalKafka:
         self.sasl_username = sasl_username
         self.sasl_password = sasl_password or secrets.token_urlsafe(16)
         self.ca_file: Path | None = None
+        # The unpacked archive (its libs/ hold Kafka's own tools), once started.
+        self.home: Path | None = None
 
     @property
     def environ(self) -> dict[str, str]:
@@ -207,7 +209,7 @@ class LocalKafka:
             raise FileNotFoundError(f"needs java and {self.archive} (make artifacts)")
         with tarfile.open(self.archive) as archive:
             archive.extractall(self.workdir, filter="data")
-        home = next(self.workdir.glob("kafka_*"))
+        home = self.home = next(self.workdir.glob("kafka_*"))
         client_ports = [free_port() for _ in range(self.nodes)]
         controller_ports = [free_port() for _ in range(self.nodes)]
         classpath = f"{home}/libs/*"
