@@ -516,7 +516,9 @@ class Channel(confluentkafka.Channel):
             positions = self._partition_positions(*owned)
             if positions.stored is None or positions.stored != self._sent_commits.get(owned):
                 return  # a newer commit is on its way (or the last one failed): compact after that one
-            journal.compact(dict(positions.in_flight), positions.done | positions.done_before_restart)
+            # Attempts read at the restart for messages not delivered again yet are kept too.
+            waiting = {offset: attempt for (topic, partition, offset), attempt in self._attempts.items() if (topic, partition) == owned}
+            journal.compact({**waiting, **positions.in_flight}, positions.done | positions.done_before_restart)
 
     def _commit(self, topic: str, partition: int, commit: Commit | None) -> None:
         """Store a position and what it records (synchronously: a restart must never resume before a finished
