@@ -290,7 +290,21 @@ def bench_ours(kafka: LocalKafka, args: argparse.Namespace, workdir: Path) -> tu
         workers = [Worker(kafka.bootstrap, p, workdir / topic, loglevel="WARNING", task_topic=topic) for p in range(count)]
         scaling[count], note = drain(workers, [w.results for w in workers], scale_run, tasks, args.timeout, brokers)
         notes.append(f"ours, {count} worker(s) on a backlog of {tasks}: {note}")
-    return [sync, deferred], scaling, notes
+
+    # Before and after in one run: the same workers without their journal commit synchronously before every task.
+    topic, before_run, tasks = "bench.nojournal", uuid.uuid4().hex[:8], args.scaling_tasks
+    before_app = create_app(WorkerEnvironment(brokers=kafka.bootstrap.split(","), task_topic=topic))
+    with deferred_acks(before_app):
+        for seq in range(tasks):
+            send_keyed(before_app, "demo_app.tasks.record", keys[seq % len(keys)], keys[seq % len(keys)], seq, before_run)
+    (workdir / topic).mkdir()
+    workers = [
+        Worker(kafka.bootstrap, p, workdir / topic, loglevel="WARNING", task_topic=topic, journal=False) for p in range(args.workers)
+    ]
+    before = Row("ours, no journal (sync commit per task: before)")
+    before.drain_rate, note = drain(workers, [w.results for w in workers], before_run, tasks, args.timeout, brokers)
+    before.notes.append(f"{args.workers} workers on a backlog of {tasks}: {note}")
+    return [sync, deferred, before], scaling, notes
 
 
 def bench_other(
@@ -531,7 +545,12 @@ def main() -> int:
     started = time.monotonic()
     notes: list[str] = []
     try:
-        topics = {"kombu.tasks": args.workers, "bench.java": 1, **{f"bench.p{n}": n for n in range(1, args.workers)}}
+        topics = {
+            "kombu.tasks": args.workers,
+            "bench.nojournal": args.workers,
+            "bench.java": 1,
+            **{f"bench.p{n}": n for n in range(1, args.workers)},
+        }
         with LocalKafka(args.archive, args.workers, workdir / "kafka", nodes=3, extra_topics=topics) as kafka:
             rows, scaling, ours_notes = bench_ours(kafka, args, workdir)
             notes += ours_notes
