@@ -138,15 +138,16 @@ def drain_rate(per_worker: list[list[float]]) -> tuple[float, str]:
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def cpu_seconds(pid: int) -> float:
-    """CPU time (user + system, all threads) of a process and of its children still running."""
+def cpu_seconds(pid: int, children: bool = True) -> float:
+    """CPU time (user + system, all threads) of a process and, with `children`, of its children still running (a
+    broker started through a shell script, a prefork pool)."""
     total = 0.0
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             fields = stat.read_text().rsplit(")", 1)[1].split()
         except (OSError, IndexError):
             continue
-        if int(stat.parent.name) == pid or int(fields[1]) == pid:  # fields[1]: the parent's pid
+        if int(stat.parent.name) == pid or (children and int(fields[1]) == pid):  # fields[1]: the parent's pid
             total += (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
     return total
 
@@ -159,7 +160,9 @@ class CpuSampler:
     samples: list[tuple[float, dict[str, float]]] = field(default_factory=list)
 
     def sample(self) -> None:
-        self.samples.append((time.time(), {name: sum(map(cpu_seconds, pids)) for name, pids in self.groups.items()}))
+        # The client is this process alone: the brokers and workers it started are its children.
+        used = {name: sum(cpu_seconds(pid, children=name != "client") for pid in pids) for name, pids in self.groups.items()}
+        self.samples.append((time.time(), used))
 
     def cores(self, start: float, end: float) -> str:
         """Cores each group used between the samples nearest the window's start and end."""
