@@ -67,7 +67,8 @@ def main() -> int:
     topics = {f"profile.{n}": 1 for n in range(len(MODES))}
     # librdkafka logs connection noise to stderr (brokers stopping at the end): keep it in a file.
     saved_stderr = os.dup(2)
-    os.dup2((workdir / "client-stderr.log").open("w").fileno(), 2)
+    noise = (workdir / "client-stderr.log").open("w")
+    os.dup2(noise.fileno(), 2)
     report = [
         f"worker profile, {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC, {platform.machine()}, {os.cpu_count()} cores shared "
         "by 3 brokers, the worker and the client",
