@@ -41,6 +41,8 @@ DLQ_TOPIC = "celery.tasks.dlq"
 WORKER_GROUP = "celery.tasks.workers"
 # Written by the example tasks (demo_app.tasks.record): one JSON line per task run, in the order the node ran them.
 RESULTS = "/var/lib/celery-worker/results.jsonl"
+# Where a worker node journals its deliveries and acks (celery_worker_journal), one file per owned partition.
+JOURNALS = "/var/lib/celery-worker/journal"
 
 T = TypeVar("T")
 

@@ -21,6 +21,7 @@ from celery_kafka.settings import WorkerEnvironment
 from celery_kafka.tasks import send_keyed
 from verify_support import (
     DLQ_TOPIC,
+    JOURNALS,
     REPO,
     TASK_TOPIC,
     WORKER_GROUP,
@@ -162,6 +163,10 @@ def test_keyed_tasks_run_in_send_order_on_the_partition_owner(app, run_id):
     for key, rows in by_key.items():
         assert {row["partition"] for row in rows} == {partition_for_key(key, 3)}, f"{key} left its partition"
         assert [row["seq"] for row in rows] == list(range(10)), f"{key} ran out of order: {[row['seq'] for row in rows]}"
+    # Each node journaled what it ran (celery_worker_journal): the last offset it finished is recorded as done.
+    for name, rows in filter(lambda item: item[1], all_records(run_id).items()):
+        journal = host(name).file(f"{JOURNALS}/{TASK_TOPIC}-{WORKERS[name]}.journal")
+        assert journal.user == "celery" and f"d {max(row['offset'] for row in rows)}\n" in journal.content_string
 
 
 def metric_values(name: str) -> dict[str, float]:
