@@ -27,6 +27,9 @@ def test_defaults_and_argument_spec_agree(role: Path) -> None:
     defaults_file = role / "defaults" / "main.yml"
     defaults = yaml.safe_load(defaults_file.read_text()) if defaults_file.is_file() else {}
     assert set(defaults) - set(options) == set(), "defaults without an argument spec entry"
+    # ansible-doc lists a `required: true` option as one the user must give; one with a default is not.
+    required_with_default = {name for name in defaults if options[name].get("required")}
+    assert required_with_default == set(), "options with a default must not say required: true"
     # Variables without a default are the ones the inventory must give (secrets, per-host ids).
     undocumented = {name for name in set(options) - set(defaults) if "required" not in str(options[name].get("description", "")).lower()}
     allowed = {"kafka_node_id", "celery_worker_partition"}
