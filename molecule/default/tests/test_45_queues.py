@@ -3,7 +3,8 @@
 
 What is checked on the running nodes: the topic was declared from the inventory; the app's task_routes send exports
 there and nowhere else; several run at once on that node; a task past the memory limit gets only its pool child
-killed by the kernel, is redelivered and then dead-lettered, and no other export is lost or run twice; Prometheus
+killed by the kernel, is redelivered and then dead-lettered, and no other export is lost or run twice; a restart of
+the pool is a warm shutdown, not a kill at the stop timeout; Prometheus
 shows the queue in the worker metrics and in the consumer lag.
 """
 
@@ -105,6 +106,19 @@ def test_a_task_past_the_memory_limit_kills_only_its_pool_child_and_no_export_is
         "only the pool child may die: the worker itself keeps running"
     )
     assert "exited with 'signal 9 (SIGKILL)'" in node.run(f"journalctl --unit {UNIT} --no-pager -n 400").stdout
+
+
+def test_a_restart_of_the_pool_is_a_warm_shutdown_not_a_kill_at_the_stop_timeout():
+    """systemd stops the main process only (KillMode=mixed), which stops its children: before, every process of the
+    unit got SIGTERM, the children died first and the main process hung until the stop timeout's SIGKILL."""
+    node = host(EXPORTER)
+    since = node.run("date '+%Y-%m-%d %H:%M:%S'").stdout.strip()
+    old_pid = unit_property(node, UNIT, "MainPID")
+    node.run_expect([0], f"systemctl restart {UNIT}")
+    assert unit_property(node, UNIT, "ActiveState") == "active" and unit_property(node, UNIT, "MainPID") != old_pid
+    journal = node.run(f"journalctl --unit {UNIT} --no-pager --since '{since}'").stdout
+    assert "Warm shutdown" in journal
+    assert "timed out. Killing" not in journal and "Failed with result 'timeout'" not in journal, journal[-2000:]
 
 
 def test_prometheus_shows_the_queue_in_task_metrics_and_lag(prometheus):
