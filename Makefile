@@ -111,6 +111,7 @@ bench: venv artifacts $(if $(filter 1,$(BENCH_CONVERGE)),image wheels) ## Benchm
 	command -v redis-server >/dev/null && [ -x /usr/lib/rabbitmq/bin/rabbitmq-server ] || { $(SUDO) apt-get update -q && \
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends redis-server rabbitmq-server; }
 	PYTHONPATH=$(REPO)/celery_kafka/src python benchmarks/compare.py $(BENCH_ARGS) $(if $(filter 1,$(BENCH_CONVERGE)),--converge)
+	PYTHONPATH=$(REPO)/celery_kafka/src python benchmarks/publish_rounds.py --rounds 7
 
 # The demo's containers are named demo-<host> (so they never clash with Molecule's) and answer to <host> on their
 # network; ansible_host follows the prefix. The local inventory's secrets are vaulted with a committed demo password.
