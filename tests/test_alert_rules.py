@@ -7,6 +7,7 @@ run against a copy without annotations: promtool compares annotations in full, a
 
 from __future__ import annotations
 
+import importlib.util
 import shutil
 import subprocess
 import sys
@@ -55,6 +56,15 @@ def test_every_rule_carries_a_runbook(rendered: Path) -> None:
         annotations = rule.get("annotations", {})
         assert {"summary", "description", "runbook"} <= annotations.keys(), rule["alert"]
         assert rule["labels"]["severity"] in {"critical", "warning"}, rule["alert"]
+
+
+def test_the_runbooks_document_lists_every_rule_as_rendered(rendered: Path) -> None:
+    """docs/runbooks.md's alert table is generated from the rules (their runbook annotations are the one source)."""
+    spec = importlib.util.spec_from_file_location("runbooks", REPO / "scripts" / "runbooks.py")
+    module = importlib.util.module_from_spec(spec)
+    assert spec.loader is not None
+    spec.loader.exec_module(module)
+    assert module.OUTPUT.read_text() == module.document(rendered), "run: python scripts/runbooks.py"
 
 
 def test_every_rule_has_a_firing_and_a_quiet_case() -> None:

@@ -1,5 +1,6 @@
 """Every role variable is documented: in defaults/main.yml (unless it must come from the inventory), in the argument
-spec, and in docs/variables.md as generated from both."""
+spec, and in docs/variables.md and the role's README as generated from both. Every role has a README in the same
+sections."""
 
 from __future__ import annotations
 
@@ -13,12 +14,25 @@ REPO = Path(__file__).resolve().parent.parent
 ROLES = sorted(path for path in (REPO / "roles").iterdir() if (path / "tasks" / "main.yml").is_file())
 
 
-def test_variables_reference_is_current() -> None:
+def generator():
     spec = importlib.util.spec_from_file_location("role_variables", REPO / "scripts" / "role-variables.py")
     module = importlib.util.module_from_spec(spec)
     assert spec.loader is not None
     spec.loader.exec_module(module)
-    assert (REPO / "docs" / "variables.md").read_text() == module.render(), "run: python scripts/role-variables.py"
+    return module
+
+
+def test_variables_reference_is_current() -> None:
+    assert (REPO / "docs" / "variables.md").read_text() == generator().render(), "run: python scripts/role-variables.py"
+
+
+@pytest.mark.parametrize("role", ROLES, ids=[role.name for role in ROLES])
+def test_role_readme_has_the_sections_and_a_current_variables_table(role: Path) -> None:
+    readme = (role / "README.md").read_text()
+    headings = [line for line in readme.splitlines() if line.startswith("## ")]
+    expected = ["## Requirements", "## Role variables", "## Dependencies", "## Example playbook"]
+    assert headings[: len(expected)] == expected
+    assert readme == generator().role_readme(role), "run: python scripts/role-variables.py"
 
 
 @pytest.mark.parametrize("role", ROLES, ids=[role.name for role in ROLES])
