@@ -152,9 +152,14 @@ APP = {"celery_worker_app": "myshop.celery:app", "celery_worker_app_packages": [
 
 
 def run_worker_preflight(
-    tmp_path: Path, workers: dict[str, int | dict | None], wheels: bool = True, app: dict | None = None, beat: tuple[str, ...] = ()
+    tmp_path: Path,
+    workers: dict[str, int | dict | None],
+    wheels: bool = True,
+    app: dict | None = None,
+    beat: tuple[str, ...] = (),
+    brokers: tuple[str, ...] = ("k1",),
 ) -> subprocess.CompletedProcess:
-    """Each worker: its partition (None: unset), or its host variables."""
+    """Each worker: its partition (None: unset), or its host variables. `brokers`: the hosts of group kafka."""
     wheel_dir = tmp_path / "wheels"
     wheel_dir.mkdir(exist_ok=True)
     if wheels:
@@ -176,7 +181,7 @@ def run_worker_preflight(
                         "celery_worker_wheels_dir": str(wheel_dir),
                         **(APP if app is None else app),
                     },
-                    "children": {"celery_workers": {"hosts": hosts}},
+                    "children": {"celery_workers": {"hosts": hosts}, "kafka": {"hosts": {name: {} for name in brokers}}},
                 }
             }
         )
@@ -188,6 +193,10 @@ def test_workers_with_explicit_or_derived_partitions_pass(tmp_path):
     for workers in ({"w1": 0, "w2": 1, "w3": 2}, {"w1": None, "w2": None}):
         result = run_worker_preflight(tmp_path, workers)
         assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+
+
+def test_workers_without_brokers_are_refused(tmp_path):
+    assert_refused(run_worker_preflight(tmp_path, {"w1": 0}, brokers=()), "The workers have no brokers: set celery_worker_brokers")
 
 
 def test_duplicate_worker_partition_is_refused(tmp_path):

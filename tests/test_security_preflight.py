@@ -30,7 +30,7 @@ def run_worker_preflight(tmp_path: Path, variables: dict) -> subprocess.Complete
         "celery_worker_wheels_dir": str(wheels),
         "celery_worker_app": "myshop.celery:app",
     }
-    groups = {"celery_workers": {"hosts": {"w1": {}}}}
+    groups = {"celery_workers": {"hosts": {"w1": {}}}, "kafka": {"hosts": {"k1": {}}}}
     inventory.write_text(yaml.safe_dump({"all": {"vars": {**settings, **variables}, "children": groups}}))
     return run_playbook("playbooks/celery.yml", inventory, "--tags", "celery_preflight")
 
