@@ -13,6 +13,9 @@ from pathlib import Path
 
 import yaml
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from generated import replace_generated
+
 REPO = Path(__file__).resolve().parent.parent
 OUTPUT = REPO / "docs" / "variables.md"
 
@@ -54,12 +57,7 @@ def variables_table(role: Path) -> list[str]:
 
 def role_readme(role: Path) -> str:
     """The role's README with its variables table regenerated between the markers."""
-    text = (role / "README.md").read_text()
-    head, found, rest = text.partition(BEGIN)
-    _, found_end, tail = rest.partition(END)
-    if not (found and found_end):
-        raise SystemExit(f"{role / 'README.md'}: the {BEGIN!r} and {END!r} markers are missing")
-    return head + "\n".join([BEGIN, *variables_table(role), END]) + tail
+    return replace_generated(role / "README.md", BEGIN, END, variables_table(role))
 
 
 def render() -> str:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import importlib.util
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -23,23 +22,18 @@ TESTS = REPO / "tests" / "prometheus" / "alerts_test.yml"
 pytestmark = pytest.mark.skipif(not PROMTOOL.is_file(), reason="needs .cache/bin/promtool (make deps)")
 
 
+def runbooks_script():
+    """scripts/runbooks.py, which renders the rules with the role's defaults and writes docs/runbooks.md from them."""
+    spec = importlib.util.spec_from_file_location("runbooks", REPO / "scripts" / "runbooks.py")
+    module = importlib.util.module_from_spec(spec)
+    assert spec.loader is not None
+    spec.loader.exec_module(module)
+    return module
+
+
 @pytest.fixture(scope="module")
 def rendered(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("rules") / "rendered.yml"
-    subprocess.run(
-        [
-            str(Path(sys.executable).parent / "ansible-playbook"),
-            "-i",
-            "localhost,",
-            str(REPO / "tests" / "prometheus" / "render-rules.yml"),
-            "-e",
-            f"rules_out={out}",
-        ],
-        check=True,
-        capture_output=True,
-        cwd=REPO,
-    )
-    return out
+    return runbooks_script().render_rules(tmp_path_factory.mktemp("rules") / "rendered.yml")
 
 
 def rules_of(path: Path) -> list[dict]:
@@ -60,10 +54,7 @@ def test_every_rule_carries_a_runbook(rendered: Path) -> None:
 
 def test_the_runbooks_document_lists_every_rule_as_rendered(rendered: Path) -> None:
     """docs/runbooks.md's alert table is generated from the rules (their runbook annotations are the one source)."""
-    spec = importlib.util.spec_from_file_location("runbooks", REPO / "scripts" / "runbooks.py")
-    module = importlib.util.module_from_spec(spec)
-    assert spec.loader is not None
-    spec.loader.exec_module(module)
+    module = runbooks_script()
     assert module.OUTPUT.read_text() == module.document(rendered), "run: python scripts/runbooks.py"
 
 
