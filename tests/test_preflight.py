@@ -252,3 +252,39 @@ def test_duplicate_partition_in_a_second_queue_is_refused(tmp_path):
 def test_solo_pool_with_concurrency_is_refused(tmp_path):
     workers = {"w1": {"celery_worker_partition": 0, "celery_worker_pool": "solo", "celery_worker_concurrency": 3}}
     assert_refused(run_worker_preflight(tmp_path, workers), "w1 runs pool 'solo' with concurrency 3")
+
+
+SASL = {"kafka_security_protocol": "SASL_SSL", "kafka_sasl_inter_broker_password": "inter-broker-pass"}
+
+
+def test_sasl_inventory_with_usable_users_passes(tmp_path):
+    extra = {
+        **SASL,
+        "kafka_scram_users": [{"name": "celery", "password": "celery-pass"}],
+        "kafka_tls_dir": str(tmp_path.parent / f"{tmp_path.name}-pki"),
+    }
+    result = run_preflight(write_inventory(tmp_path, THREE, extra=extra))
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+
+
+def test_sasl_users_without_or_with_unusable_passwords_are_refused_by_name(tmp_path):
+    users = [{"name": "celery"}, {"name": "lag", "password": 'has"quote'}, {"name": "celery", "password": "x"}]
+    extra = {**SASL, "kafka_scram_users": users, "kafka_tls_dir": str(tmp_path.parent / f"{tmp_path.name}-pki")}
+    result = run_preflight(write_inventory(tmp_path, THREE, extra=extra))
+    assert_refused(result, "No password: celery")
+    assert_refused(result, "Unusable characters in the password of: lag")
+    assert_refused(result, "Given twice: celery")
+    assert 'has"quote' not in result.stdout + result.stderr
+
+
+def test_provided_ca_without_its_key_names_the_hosts_it_would_sign_for(tmp_path):
+    ca = tmp_path / "ca.crt"
+    ca.write_text("-----BEGIN CERTIFICATE-----\n")
+    extra = {
+        **SASL,
+        "kafka_tls_dir": str(tmp_path.parent / f"{tmp_path.name}-pki"),
+        "kafka_tls_ca_source": "provided",
+        "kafka_tls_ca_cert_file": str(ca),
+        "kafka_tls_ca_key_file": str(tmp_path / "missing.key"),
+    }
+    assert_refused(run_preflight(write_inventory(tmp_path, THREE, extra=extra)), "(kafka1, kafka2, kafka3)")
