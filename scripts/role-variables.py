@@ -74,7 +74,8 @@ def render() -> str:
 
 
 def roles() -> list[Path]:
-    return sorted(path for path in (REPO / "roles").iterdir() if (path / "meta" / "argument_specs.yml").is_file())
+    """The roles a playbook applies (kcs_common, internal, has task files only)."""
+    return sorted(path for path in (REPO / "roles").iterdir() if (path / "tasks" / "main.yml").is_file())
 
 
 def main() -> int:

@@ -288,3 +288,13 @@ def test_provided_ca_without_its_key_names_the_hosts_it_would_sign_for(tmp_path)
         "kafka_tls_ca_key_file": str(tmp_path / "missing.key"),
     }
     assert_refused(run_preflight(write_inventory(tmp_path, THREE, extra=extra)), "(kafka1, kafka2, kafka3)")
+
+
+def test_a_variable_under_its_old_name_is_refused_with_the_new_one(tmp_path):
+    result = run_preflight(write_inventory(tmp_path, THREE, extra={"kafka_user": "kafka"}))
+    assert_refused(result, "Renamed variables: kafka_user is now kafka_system_user")
+
+
+def test_a_worker_broker_setting_under_its_old_name_is_refused(tmp_path):
+    result = run_worker_preflight(tmp_path, {"w1": {"celery_worker_partition": 0, "celery_worker_kafka_port": 9093}})
+    assert_refused(result, "celery_worker_kafka_port is now celery_worker_brokers")
