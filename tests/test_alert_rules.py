@@ -7,13 +7,13 @@ run against a copy without annotations: promtool compares annotations in full, a
 
 from __future__ import annotations
 
-import importlib.util
 import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
+from repo_files import load
 
 REPO = Path(__file__).resolve().parent.parent
 PROMTOOL = REPO / ".cache" / "bin" / "promtool"
@@ -24,11 +24,7 @@ pytestmark = pytest.mark.skipif(not PROMTOOL.is_file(), reason="needs .cache/bin
 
 def runbooks_script():
     """scripts/runbooks.py, which renders the rules with the role's defaults and writes docs/runbooks.md from them."""
-    spec = importlib.util.spec_from_file_location("runbooks", REPO / "scripts" / "runbooks.py")
-    module = importlib.util.module_from_spec(spec)
-    assert spec.loader is not None
-    spec.loader.exec_module(module)
-    return module
+    return load("scripts/runbooks.py", "runbooks")
 
 
 @pytest.fixture(scope="module")

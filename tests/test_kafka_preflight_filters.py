@@ -2,14 +2,9 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
+from repo_files import load
 
-REPO = Path(__file__).resolve().parent.parent
-_spec = importlib.util.spec_from_file_location("kafka_preflight", REPO / "roles" / "kafka" / "filter_plugins" / "kafka_preflight.py")
-assert _spec is not None and _spec.loader is not None
-kafka_preflight = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(kafka_preflight)
+kafka_preflight = load("roles/kafka/filter_plugins/kafka_preflight.py", "kafka_preflight")
 
 
 def test_usable_scram_users_have_no_problems() -> None:

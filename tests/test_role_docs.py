@@ -4,22 +4,18 @@ sections."""
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pytest
 import yaml
+from repo_files import load
 
 REPO = Path(__file__).resolve().parent.parent
 ROLES = sorted(path for path in (REPO / "roles").iterdir() if (path / "tasks" / "main.yml").is_file())
 
 
 def generator():
-    spec = importlib.util.spec_from_file_location("role_variables", REPO / "scripts" / "role-variables.py")
-    module = importlib.util.module_from_spec(spec)
-    assert spec.loader is not None
-    spec.loader.exec_module(module)
-    return module
+    return load("scripts/role-variables.py", "role_variables")
 
 
 def test_variables_reference_is_current() -> None:
