@@ -196,7 +196,7 @@ def test_workers_with_explicit_or_derived_partitions_pass(tmp_path):
 
 
 def test_workers_without_brokers_are_refused(tmp_path):
-    assert_refused(run_worker_preflight(tmp_path, {"w1": 0}, brokers=()), "The workers have no brokers: set celery_worker_brokers")
+    assert_refused(run_worker_preflight(tmp_path, {"w1": 0}, brokers=()), "No brokers: set celery_worker_brokers")
 
 
 def test_duplicate_worker_partition_is_refused(tmp_path):
@@ -262,9 +262,27 @@ def test_sasl_inventory_with_usable_users_passes(tmp_path):
         **SASL,
         "kafka_scram_users": [{"name": "celery", "password": "celery-pass"}],
         "kafka_tls_dir": str(tmp_path.parent / f"{tmp_path.name}-pki"),
+        "kafka_acls_enabled": True,
+        "kafka_acls": [{"principal": "User:celery", "resource_type": "topic", "name": "celery.tasks", "operations": ["Read", "Describe"]}],
     }
     result = run_preflight(write_inventory(tmp_path, THREE, extra=extra))
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+
+
+def test_acls_without_authentication_are_refused(tmp_path):
+    result = run_preflight(write_inventory(tmp_path, THREE, extra={"kafka_acls_enabled": True}))
+    assert_refused(result, "kafka_acls_enabled needs kafka_security_protocol=SASL_SSL")
+
+
+def test_an_acl_kafka_would_refuse_is_refused_before_anything_changes(tmp_path):
+    acls = [
+        {"principal": "User:celery", "resource_type": "group", "name": "celery.tasks.workers", "operations": ["Write"]},
+        {"principal": "lag", "resource_type": "topic", "name": "*", "operations": ["Describe"]},
+    ]
+    extra = {**SASL, "kafka_tls_dir": str(tmp_path.parent / f"{tmp_path.name}-pki"), "kafka_acls_enabled": True, "kafka_acls": acls}
+    result = run_preflight(write_inventory(tmp_path, THREE, extra=extra))
+    assert_refused(result, "kafka_acls[0]: Write not allowed on a group")
+    assert_refused(result, "kafka_acls[1]: principal 'lag' is not User:<name>")
 
 
 def test_sasl_users_without_or_with_unusable_passwords_are_refused_by_name(tmp_path):

@@ -1,6 +1,7 @@
 """The clients and the monitoring stack with security on, checked from the Docker host.
 
-A keyed task sent from the controller over SASL_SSL runs on the worker node; the worker's and the lag exporter's
+A keyed task sent from the controller over SASL_SSL, as the client user whose ACLs allow only sending, runs on the
+worker node; the worker's and the lag exporter's
 credentials sit in root-only EnvironmentFiles and nowhere on a command line; the lag exporter reads offsets over
 SASL_SSL; Prometheus and Alertmanager answer 401 without their basic-auth credentials and 200 with them, while
 Prometheus itself scrapes and alerts with credentials; Grafana's rendered files keep anonymous access off and give
@@ -45,6 +46,7 @@ ALERTMANAGER_AUTH = (AUTH["alertmanager_web_auth_username"], AUTH["alertmanager_
 SECRETS = [
     SETTINGS["secure_celery_kafka_password"],
     SETTINGS["secure_lag_exporter_kafka_password"],
+    SETTINGS["secure_client_kafka_password"],
     PROMETHEUS_AUTH[1],
     ALERTMANAGER_AUTH[1],
 ]
@@ -55,8 +57,8 @@ def env() -> WorkerEnvironment:
     security = KafkaSecurity(
         protocol="SASL_SSL",
         sasl_mechanism=SETTINGS["kafka_sasl_mechanism"],
-        sasl_username=SETTINGS["secure_celery_kafka_username"],
-        sasl_password=SETTINGS["secure_celery_kafka_password"],
+        sasl_username=SETTINGS["secure_client_kafka_username"],
+        sasl_password=SETTINGS["secure_client_kafka_password"],
         ssl_ca_location=str(CA),
     )
     return WorkerEnvironment(brokers=[f"{address(name)}:9092" for name in BROKERS], security=security)

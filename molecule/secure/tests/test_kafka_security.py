@@ -1,5 +1,6 @@
 """Kafka with security on, checked from the Docker host: who the listeners refuse, a SCRAM round trip over TLS,
-mutual TLS on the controller listener, secrets kept out of logs and file permissions, and check mode changing nothing.
+what the ACLs refuse each principal (a worker deleting a topic or reading another, a client or the lag exporter
+consuming), mutual TLS on the controller listener, secrets kept out of logs and file permissions, and check mode changing nothing.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from verify_support import address, changed_hosts, host, recap, run_playbook
@@ -33,9 +34,13 @@ def group_vars() -> dict:
 
 SETTINGS = group_vars()
 USERS = {
-    SETTINGS["secure_celery_kafka_username"]: SETTINGS["secure_celery_kafka_password"],
-    SETTINGS["secure_lag_exporter_kafka_username"]: SETTINGS["secure_lag_exporter_kafka_password"],
+    SETTINGS[f"secure_{role}_kafka_username"]: SETTINGS[f"secure_{role}_kafka_password"]
+    for role in ("celery", "lag_exporter", "client", "verifier")
 }
+WORKER_USER, CLIENT_USER, LAG_USER, VERIFIER_USER = (
+    SETTINGS[f"secure_{role}_kafka_username"] for role in ("celery", "client", "lag_exporter", "verifier")
+)
+TASK_TOPIC, DEAD_LETTER_TOPIC, WORKER_GROUP = "celery.tasks", "celery.tasks.dlq", "celery.tasks.workers"
 MONITORING = yaml.safe_load((SCENARIO / "group_vars" / "monitoring" / "auth.yml").read_text()) or {}
 PASSWORDS = [
     *USERS.values(),
@@ -111,8 +116,8 @@ def test_declared_users_authenticate(bootstrap, user):
 
 
 def test_produce_and_consume_round_trip_over_sasl_ssl(bootstrap):
-    user = SETTINGS["secure_celery_kafka_username"]
-    config = sasl(bootstrap, user, USERS[user])
+    """On the verifier's own topic: its prefixed ACLs let it create, write and read there."""
+    config = sasl(bootstrap, VERIFIER_USER, USERS[VERIFIER_USER])
     topic = "secure.verify"
     admin = AdminClient(config)
     if topic not in admin.list_topics(timeout=15).topics:
@@ -135,6 +140,73 @@ def test_produce_and_consume_round_trip_over_sasl_ssl(bootstrap):
     finally:
         consumer.close()
     assert marker in seen
+
+
+def authorization_error_reading(config: dict, topic: str, group: str, timeout: float = 30) -> KafkaError | None:
+    """The error a consumer with `config` gets fetching partition 0 of `topic` from its start, or None once it reads a
+    message or `timeout` passes without an error. Assigned at an explicit offset: no group is joined, no committed
+    offset is looked up and nothing is committed."""
+    consumer = Consumer({**config, "group.id": group, "enable.auto.commit": False})
+    try:
+        consumer.assign([TopicPartition(topic, 0, OFFSET_BEGINNING)])
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            message = consumer.poll(1.0)
+            if message is None:
+                continue
+            error = message.error()
+            if error is None:
+                return None
+            if error.code() in (KafkaError.TOPIC_AUTHORIZATION_FAILED, KafkaError.GROUP_AUTHORIZATION_FAILED):
+                return error
+        return None
+    finally:
+        consumer.close()
+
+
+def test_the_nodes_run_the_authorizer_with_only_the_admin_user_and_the_nodes_as_super_users():
+    properties = host("secure-kafka1").file("/etc/kafka/server.properties").content_string
+    assert "authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer" in properties
+    assert "allow.everyone.if.no.acl.found=false" in properties
+    [super_users] = [line.split("=", 1)[1] for line in properties.splitlines() if line.startswith("super.users=")]
+    expected = {f"User:{SETTINGS['kafka_sasl_inter_broker_username']}", *(f"User:CN={name}" for name in BROKERS)}
+    assert set(super_users.split(";")) == expected
+
+
+def test_a_worker_cannot_delete_a_topic(bootstrap):
+    admin = AdminClient(sasl(bootstrap, WORKER_USER, USERS[WORKER_USER]))
+    with pytest.raises(KafkaException) as refused:
+        admin.delete_topics([TASK_TOPIC], operation_timeout=15)[TASK_TOPIC].result(timeout=30)
+    assert refused.value.args[0].code() == KafkaError.TOPIC_AUTHORIZATION_FAILED, refused.value
+    assert TASK_TOPIC in admin.list_topics(timeout=15).topics
+
+
+def test_a_worker_may_read_its_queue_but_not_another_topic(bootstrap):
+    """The dead-letter topic stands for another queue: the worker may write dead letters there, not read them."""
+    config = sasl(bootstrap, WORKER_USER, USERS[WORKER_USER])
+    refused = authorization_error_reading(config, DEAD_LETTER_TOPIC, WORKER_GROUP)
+    assert refused is not None and refused.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED, refused
+    # The keyed task test_clients.py sent is there to read; without one this waits out the timeout instead.
+    assert authorization_error_reading(config, TASK_TOPIC, WORKER_GROUP, timeout=10) is None
+
+
+@pytest.mark.parametrize("user", ["client", "lag_exporter"])
+def test_clients_and_the_lag_exporter_cannot_consume_tasks(bootstrap, user):
+    name = SETTINGS[f"secure_{user}_kafka_username"]
+    refused = authorization_error_reading(sasl(bootstrap, name, USERS[name]), TASK_TOPIC, f"{name}-probe")
+    # The client is stopped at the group (it has none; librdkafka looks up a group coordinator even for an assigned
+    # consumer), the lag exporter, which may describe groups, at the topic.
+    assert refused is not None, f"{name} read {TASK_TOPIC}"
+    assert refused.code() == {"client": KafkaError.GROUP_AUTHORIZATION_FAILED, "lag_exporter": KafkaError.TOPIC_AUTHORIZATION_FAILED}[user]
+    print(f"\n{name} reading {TASK_TOPIC}: {refused.str()}")
+
+
+def test_a_client_cannot_write_to_the_dead_letter_topic(bootstrap):
+    producer = Producer({**sasl(bootstrap, CLIENT_USER, USERS[CLIENT_USER]), "acks": "all", "message.timeout.ms": 15000})
+    delivered: list = []
+    producer.produce(DEAD_LETTER_TOPIC, b"forged", on_delivery=lambda err, msg: delivered.append(err))
+    producer.flush(30)
+    assert [error.code() for error in delivered] == [KafkaError.TOPIC_AUTHORIZATION_FAILED], delivered
 
 
 def controller_handshake(address: str, certificate: tuple[Path, Path] | None) -> str:
