@@ -368,9 +368,17 @@ def down_intervals(samples: list[tuple[float, dict[str, bool]]], name: str) -> l
 
 
 def rolling_config_change(setting: str, value: int) -> str:
-    """Change one broker setting through playbooks/kafka.yml and watch every node's own state several times a second
-    while the change rolls out: every node goes down exactly once, never two at the same time, dedicated controllers
-    before brokers, and systemd agrees each one restarted. Returns a one-line summary."""
+    """Change one broker setting through playbooks/kafka.yml and check it rolled out as rolling_restart_by says."""
+    summary = rolling_restart_by({"kafka_extra_properties": {setting: value}})
+    for name in inventory().kafka_nodes:
+        assert f"{setting}={value}" in host(name).file("/etc/kafka/server.properties").content_string
+    return summary
+
+
+def rolling_restart_by(extra_vars: dict) -> str:
+    """Run playbooks/kafka.yml with `extra_vars`, a change that restarts every node, and watch every node's own state
+    several times a second while it rolls out: every node goes down exactly once, never two at the same time,
+    dedicated controllers before brokers, and systemd agrees each one restarted. Returns a one-line summary."""
     topology = inventory()
     nodes = {name: address(name) for name in topology.kafka_nodes}
     samples: list[tuple[float, dict[str, bool]]] = []
@@ -390,7 +398,7 @@ def rolling_config_change(setting: str, value: int) -> str:
     watcher.start()
     started = time.monotonic()
     try:
-        result = run_playbook("playbooks/kafka.yml", "-e", json.dumps({"kafka_extra_properties": {setting: value}}))
+        result = run_playbook("playbooks/kafka.yml", "-e", json.dumps(extra_vars))
     finally:
         time.sleep(2)
         stop.set()
@@ -399,7 +407,6 @@ def rolling_config_change(setting: str, value: int) -> str:
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
 
     for name in nodes:
-        assert f"{setting}={value}" in host(name).file("/etc/kafka/server.properties").content_string
         assert not host(name).file("/var/lib/kafka/restart-pending").exists
     assert len(samples) > 50, "too few samples of node state"
     windows = {name: down_intervals(samples, name) for name in nodes}

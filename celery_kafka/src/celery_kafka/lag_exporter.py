@@ -5,6 +5,8 @@ danielqsj/kafka_exporter can be fetched through the Go module proxy here (docs/f
 Kafka's admin API (ListGroups, OffsetFetch, ListOffsets) through confluent-kafka, which the worker package already
 ships, and names its metrics as kafka_exporter does so dashboards written for it keep working.
 
+With TLS it also reports when each broker's certificate expires (celery_kafka.certificates).
+
 Lag is measured from the broker, not from a consumer: it is there when every worker is stopped, which is exactly when
 it matters. A partition the group has never committed on counts from the log start (the worker would start there).
 """
@@ -26,6 +28,7 @@ from prometheus_client import start_http_server
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector, CollectorRegistry
 
+from celery_kafka.certificates import CertificateCollector
 from celery_kafka.security import KafkaSecurity, SecurityConfigError
 
 logger = logging.getLogger("kafka_lag_exporter")
@@ -209,6 +212,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--group-regex", default=".*", help="consumer groups to report (full match)")
     parser.add_argument("--topic-regex", default=".*", help="topics to report (full match; internal topics never)")
     parser.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for each Kafka request")
+    parser.add_argument(
+        "--certificate-refresh", type=float, default=300.0, help="with TLS: seconds between checks of the certificates the brokers serve"
+    )
     parser.add_argument("--log-level", default="INFO")
     return parser.parse_args(argv)
 
@@ -225,6 +231,9 @@ def main(argv: list[str] | None = None) -> int:
         args.bootstrap_servers, args.timeout, re.compile(args.group_regex), re.compile(args.topic_regex), security.client_config()
     )
     registry.register(LagCollector(offsets))
+    if security.uses_tls:
+        brokers = [broker for broker in args.bootstrap_servers.split(",") if broker.strip()]
+        registry.register(CertificateCollector(brokers, security.ssl_ca_location, args.timeout, args.certificate_refresh))
     server, thread = start_http_server(args.port, addr=args.listen_address, registry=registry)
     logger.info(
         "serving consumer lag of %s (%s) on %s:%d/metrics", args.bootstrap_servers, security.protocol, args.listen_address, args.port

@@ -10,6 +10,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 import urllib.request
 from collections.abc import Iterator
 
@@ -123,6 +124,15 @@ def test_lag_exporter_reports_lag_over_sasl_ssl(secure_kafka, run_id, tmp_path):
         log.close()
     assert "kafka_lag_exporter_up 1.0" in text, text
     assert f'kafka_consumergroup_lag{{consumergroup="{group}",partition="0",topic="{topic}"}} 3.0' in text, text
+    # The certificate the broker serves, checked against the clients' CA: localkafka's is valid for one day.
+    broker = secure_kafka.bootstrap.split(",")[0]
+    assert f'kafka_broker_certificate_probe_success{{broker="{broker}"}} 1.0' in text, text
+    [expiry] = [
+        float(line.split()[-1])
+        for line in text.splitlines()
+        if line.startswith(f'kafka_broker_certificate_expiry_timestamp_seconds{{broker="{broker}"}}')
+    ]
+    assert 23 * 3600 < expiry - time.time() < 25 * 3600
 
 
 def test_lag_exporter_without_the_password_refuses_to_start(secure_kafka):

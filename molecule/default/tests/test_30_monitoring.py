@@ -34,6 +34,7 @@ EXPECTED_ALERTS = {
     "KafkaUnderReplicatedPartitions",
     "KafkaOfflinePartitions",
     "KafkaActiveControllerCountNotOne",
+    "KafkaCertificateExpiresSoon",
     "KafkaConsumerLagHigh",
     "CeleryWorkerDown",
     "CeleryTaskFailureRatioHigh",

@@ -5,7 +5,8 @@ worker node; the worker's and the lag exporter's
 credentials sit in root-only EnvironmentFiles and nowhere on a command line; the lag exporter reads offsets over
 SASL_SSL; Prometheus and Alertmanager answer 401 without their basic-auth credentials and 200 with them, while
 Prometheus itself scrapes and alerts with credentials; Grafana's rendered files keep anonymous access off and give
-its datasource basic auth.
+its datasource basic auth. The lag exporter reports when each broker's certificate expires, and a renewal by the
+playbook rolls through the nodes under a keyed load with no task lost and each key in order.
 """
 
 from __future__ import annotations
@@ -13,6 +14,10 @@ from __future__ import annotations
 import configparser
 import json
 import os
+import socket
+import ssl
+import threading
+import time
 import uuid
 from pathlib import Path
 
@@ -25,7 +30,7 @@ from celery_kafka.partitioning import partition_for_key
 from celery_kafka.security import KafkaSecurity
 from celery_kafka.settings import WorkerEnvironment
 from celery_kafka.tasks import send_keyed
-from verify_support import address, host, poll
+from verify_support import address, host, poll, rolling_restart_by
 
 SCENARIO = Path(__file__).resolve().parents[1]
 BROKERS = ("secure-kafka1", "secure-kafka2", "secure-kafka3")
@@ -156,3 +161,82 @@ def test_grafana_rendered_files_keep_anonymous_off_and_use_basic_auth():
     assert source["secureJsonData"]["basicAuthPassword"] == PROMETHEUS_AUTH[1]
     datasource = node.file("/etc/grafana/provisioning/datasources/prometheus.yml")
     assert datasource.mode & 0o007 == 0, "the datasource file holds a password: not world-readable"
+
+
+# --- Certificate expiry: reported as served, renewed by the playbook one node at a time ---------------------------
+
+
+def served_certificate(name: str) -> dict:
+    """The certificate broker `name` serves on its CLIENT listener, as getpeercert() gives it (checked against the CA)."""
+    context = ssl.create_default_context(cafile=str(CA))
+    with socket.create_connection((address(name), 9092), timeout=10) as raw, context.wrap_socket(raw, server_hostname=name) as tls:
+        return tls.getpeercert()
+
+
+def expiry_metrics() -> dict[str, float]:
+    text = requests.get(f"http://{address(MONITOR)}:9308/metrics", timeout=30).text
+    prefix = 'kafka_broker_certificate_expiry_timestamp_seconds{broker="'
+    return {line[len(prefix) :].split('"')[0]: float(line.split()[-1]) for line in text.splitlines() if line.startswith(prefix)}
+
+
+def test_the_lag_exporter_reports_when_each_brokers_certificate_expires():
+    metrics = poll(lambda: expiry_metrics() or None, timeout=60, message="certificate expiry metrics")
+    for name in BROKERS:
+        not_after = ssl.cert_time_to_seconds(served_certificate(name)["notAfter"])
+        assert metrics[f"{name}:9092"] == not_after
+        days_left = (not_after - time.time()) / 86400
+        assert 820 < days_left <= 825, days_left  # kafka_tls_node_valid_days
+
+
+def test_certificates_due_for_renewal_are_renewed_one_node_at_a_time_under_a_keyed_load(env):
+    """Every certificate counts as due (renewal window longer than its validity): the playbook signs new ones and the
+    rolling restart loads them, never two nodes down, while a client keeps sending keyed tasks. Every task runs, and
+    each key's tasks run in the order they were sent."""
+    before = {name: served_certificate(name) for name in BROKERS}
+    app = create_app(env)
+    run_id = uuid.uuid4().hex[:8]
+    sent: dict[str, tuple[str, int]] = {}
+    refused: list[str] = []
+    stop = threading.Event()
+
+    def load() -> None:
+        sequence = 0
+        while not stop.is_set():
+            key = f"renew-{sequence % 5}"
+            try:
+                sent[send_keyed(app, "demo_app.tasks.record", key, key, sequence, run_id).id] = (key, sequence)
+            except Exception as error:  # any failed send is reported
+                refused.append(repr(error))
+            sequence += 1
+            time.sleep(0.1)
+
+    sender = threading.Thread(target=load, daemon=True)
+    sender.start()
+    try:
+        summary = rolling_restart_by({"kafka_tls_node_renew_before_days": 100000})
+    finally:
+        stop.set()
+        sender.join(timeout=60)
+    after = {name: served_certificate(name) for name in BROKERS}
+    for name in BROKERS:
+        assert after[name]["serialNumber"] != before[name]["serialNumber"], f"{name} serves its old certificate"
+        assert ssl.cert_time_to_seconds(after[name]["notAfter"]) >= ssl.cert_time_to_seconds(before[name]["notAfter"])
+
+    worker = host(WORKER)
+
+    def all_ran() -> list[dict] | None:
+        rows = [json.loads(line) for line in worker.run(f"grep -F '{run_id}' {RESULTS} || true").stdout.splitlines() if line.strip()]
+        return rows if {row["task_id"] for row in rows} >= set(sent) else None
+
+    rows = poll(all_ran, timeout=180, message=f"all {len(sent)} tasks of the load recorded")
+    first_runs: dict[str, list[int]] = {}
+    seen: set[str] = set()
+    for row in rows:
+        if row["task_id"] not in seen:
+            seen.add(row["task_id"])
+            first_runs.setdefault(row["key"], []).append(row["seq"])
+    out_of_order = {key: seqs for key, seqs in first_runs.items() if seqs != sorted(seqs)}
+    duplicates = len(rows) - len(seen)
+    print(f"\nrenewal: {summary}; {len(sent)} tasks sent, 0 lost, {duplicates} duplicates, {len(out_of_order)} keys out of order")
+    assert refused == [], refused[:3]
+    assert out_of_order == {}
