@@ -127,6 +127,78 @@ def test_an_application_that_does_not_import_is_refused_before_any_restart():
         assert node.file(venv).linked_to == release[name], f"{name}'s workers were pointed at the release that failed"
 
 
+def restart_windows(node, partition: int, since: float) -> list[tuple[float, float]]:
+    """(stopping, started) moments of the worker unit's restarts since `since`, from systemd's own journal lines."""
+    lines = node.run(f"journalctl --unit celery-worker@{partition} --since @{since:.0f} --output short-unix --no-pager").stdout
+    windows, stopping = [], None
+    for line in lines.splitlines():
+        moment, _, message = line.partition(" ")
+        if f"Stopping celery-worker@{partition}.service" in message:
+            stopping = float(moment)
+        elif f"Started celery-worker@{partition}.service" in message and stopping is not None:
+            windows.append((stopping, float(moment)))
+            stopping = None
+    return windows
+
+
+def test_a_new_release_rolls_out_one_worker_node_at_a_time_under_a_keyed_load(app, run_id):
+    """A new release of the application (here: one more package, so a new virtualenv) reaches every worker node, one
+    node at a time (celery_worker_restart_batch: 1), each after its running task finished, while a client keeps
+    sending keyed tasks: none is lost, and each key's tasks run in order on their partition's owner."""
+    import threading
+    import time
+
+    vine = next((REPO / ".cache" / "wheels").glob("vine-*.whl")).name.split("-")[1]
+    release = {name: host(name).file("/opt/celery-worker/venv").linked_to for name in WORKERS}
+    sent: dict[str, tuple[str, int]] = {}
+    stop = threading.Event()
+
+    def load() -> None:
+        seq = 0
+        while not stop.is_set():
+            key = f"rollout-{seq % 12}"
+            sent[send_keyed(app, "demo_app.tasks.record", key, key, seq, run_id).id] = (key, seq)
+            seq += 1
+            time.sleep(0.05)
+
+    started = time.time()
+    sender = threading.Thread(target=load, daemon=True)
+    sender.start()
+    try:
+        change = {"celery_worker_app_packages": ["celery-kafka-demo-app==0.1.0", f"vine=={vine}"]}
+        run = run_playbook("playbooks/celery.yml", "-e", json.dumps(change))
+    finally:
+        stop.set()
+        sender.join(timeout=60)
+    assert run.returncode == 0, output(run)[-3000:]
+    windows = {name: restart_windows(host(name), partition, started - 1) for name, partition in WORKERS.items()}
+    for name in WORKERS:
+        assert host(name).file("/opt/celery-worker/venv").linked_to != release[name], f"{name} still runs the old release"
+        assert len(windows[name]) == 1, f"{name} restarted {len(windows[name])} times: {windows[name]}"
+    spans = sorted(window for name in WORKERS for window in windows[name])
+    for (_, first_started), (second_stopping, _) in pairwise(spans):
+        assert second_stopping >= first_started, f"two worker nodes were down at once: {spans}"
+
+    def all_ran() -> dict[str, list[dict]] | None:
+        found = all_records(run_id)
+        return found if {row["task_id"] for rows in found.values() for row in rows} >= set(sent) else None
+
+    found = poll(all_ran, timeout=240, message=f"all {len(sent)} tasks of the load recorded")
+    first_runs: dict[str, list[int]] = defaultdict(list)
+    seen: set[str] = set()
+    for name, rows in found.items():
+        for row in rows:
+            assert row["partition"] == WORKERS[name] == partition_for_key(row["key"], 3), row
+            if row["task_id"] not in seen:
+                seen.add(row["task_id"])
+                first_runs[row["key"]].append(row["seq"])
+    duplicates = sum(map(len, found.values())) - len(seen)
+    out_of_order = {key: seqs for key, seqs in first_runs.items() if seqs != sorted(seqs)}
+    downtime = ", ".join(f"{name} {b - a:.1f} s" for name in WORKERS for a, b in windows[name])
+    print(f"\nrollout: {len(sent)} tasks sent, 0 lost, {duplicates} duplicates, {len(out_of_order)} keys out of order; down: {downtime}")
+    assert out_of_order == {}
+
+
 def test_celery_beat_runs_on_one_host_and_each_tick_runs_once_per_interval():
     """beat runs where the inventory says (celery_worker_beat) and nowhere else; the app's periodic task runs once per
     interval in all (not once per worker), always on one partition (keyed by the entry name)."""
