@@ -75,16 +75,7 @@ from ansible.module_utils.kafka_acls import (
     parse_acl_list,
     plan_acls,
 )
-from ansible.module_utils.kafka_cli import find_main_class, java_tool_argv, with_command_config
-
-
-def run_acl_command(module: AnsibleModule, main_class: str, args: list[str]) -> str:
-    params = module.params
-    args = with_command_config(["--bootstrap-server", params["bootstrap_servers"], *args], params["command_config"])
-    rc, out, err = module.run_command(java_tool_argv(params["java"], params["kafka_home"], main_class, args))
-    if rc != 0:
-        module.fail_json(msg=f"AclCommand {' '.join(args)} failed (rc={rc}): {err.strip() or out.strip()}", rc=rc)
-    return out
+from ansible.module_utils.kafka_cli import find_main_class, run_admin_tool
 
 
 def main() -> None:
@@ -111,14 +102,14 @@ def main() -> None:
     if main_class is None:
         module.fail_json(msg=f"no AclCommand ({', '.join(ACL_COMMAND_CANDIDATES)}) in {module.params['kafka_home']}/libs")
     desired = expand(declared)
-    current, _denied = parse_acl_list(run_acl_command(module, main_class, ["--list"]))
+    current, _denied = parse_acl_list(run_admin_tool(module, main_class, ["--list"]))
     plan = plan_acls(desired, current, {binding.principal for binding in desired})
     if not module.check_mode:
         # Additions first: a binding that moves (another host, say) is never missing in between.
         for args in command_groups(plan.add):
-            run_acl_command(module, main_class, ["--add", *args])
+            run_admin_tool(module, main_class, ["--add", *args])
         for args in command_groups(plan.remove):
-            run_acl_command(module, main_class, ["--remove", "--force", *args])
+            run_admin_tool(module, main_class, ["--remove", "--force", *args])
     module.exit_json(
         changed=bool(plan.add or plan.remove),
         added=[binding.describe() for binding in plan.add],

@@ -86,22 +86,12 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.kafka_cli import (
     CONFIG_COMMAND_CANDIDATES,
     find_main_class,
-    java_tool_argv,
     parse_user_scram_describe,
     plan_scram_users,
+    run_admin_tool,
     scram_add_config,
     scram_fingerprint,
-    with_command_config,
 )
-
-
-def run_config_command(module: AnsibleModule, main_class: str, args: list[str]) -> str:
-    params = module.params
-    args = with_command_config(["--bootstrap-server", params["bootstrap_servers"], *args], params["command_config"])
-    rc, out, err = module.run_command(java_tool_argv(params["java"], params["kafka_home"], main_class, args))
-    if rc != 0:
-        module.fail_json(msg=f"ConfigCommand {' '.join(args[2:4])} failed (rc={rc}): {(err or out).strip()[-400:]}")
-    return out
 
 
 def read_state(path: str) -> dict[str, dict[str, str]]:
@@ -127,7 +117,7 @@ def set_credential(module: AnsibleModule, main_class: str, name: str, password: 
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(scram_add_config(module.params["mechanism"], password, module.params["iterations"]))
         args = ["--alter", "--entity-type", "users", "--entity-name", name, "--add-config-file", tmp]
-        run_config_command(module, main_class, args)
+        run_admin_tool(module, main_class, args)
     finally:
         Path(tmp).unlink()
 
@@ -163,7 +153,7 @@ def main() -> None:
     if main_class is None:
         module.fail_json(msg=f"no ConfigCommand ({', '.join(CONFIG_COMMAND_CANDIDATES)}) in {params['kafka_home']}/libs")
 
-    existing = parse_user_scram_describe(run_config_command(module, main_class, ["--describe", "--entity-type", "users"]))
+    existing = parse_user_scram_describe(run_admin_tool(module, main_class, ["--describe", "--entity-type", "users"]))
     state = read_state(params["state_file"])
     todo = plan_scram_users(users, params["mechanism"], existing, state)
     if todo and not module.check_mode:

@@ -84,22 +84,11 @@ from ansible.module_utils.kafka_cli import (
     PlanError,
     add_config_argument,
     find_main_class,
-    java_tool_argv,
     parse_config_describe,
     parse_topic_describe,
     plan_topic,
-    with_command_config,
+    run_admin_tool,
 )
-
-
-def run_tool(module: AnsibleModule, main_class: str, args: list[str]) -> str:
-    params = module.params
-    args = with_command_config(args, params["command_config"])
-    argv = java_tool_argv(params["java"], params["kafka_home"], main_class, ["--bootstrap-server", params["bootstrap_servers"], *args])
-    rc, out, err = module.run_command(argv)
-    if rc != 0:
-        module.fail_json(msg=f"{main_class} {' '.join(args)} failed (rc={rc}): {err.strip() or out.strip()}", rc=rc)
-    return out
 
 
 def config_command(module: AnsibleModule) -> str:
@@ -111,10 +100,10 @@ def config_command(module: AnsibleModule) -> str:
 
 def read_cluster(module: AnsibleModule, names: list[str]):
     # One describe of each kind for all declared topics: every tool call starts a JVM.
-    described = parse_topic_describe(run_tool(module, TOPIC_COMMAND, ["--describe", "--exclude-internal"]))
+    described = parse_topic_describe(run_admin_tool(module, TOPIC_COMMAND, ["--describe", "--exclude-internal"]))
     present = [name for name in names if name in described]
     if present:
-        configs = parse_config_describe(run_tool(module, config_command(module), ["--describe", "--entity-type", "topics"]))
+        configs = parse_config_describe(run_admin_tool(module, config_command(module), ["--describe", "--entity-type", "topics"]))
         for name in present:
             described[name].config = configs.get(name, {})
     return {name: described.get(name) for name in names}
@@ -163,17 +152,17 @@ def main() -> None:
             for key, value in sorted(plan.config_changes.items()):
                 args += ["--config", f"{key}={value}"]
             if not module.check_mode:
-                run_tool(module, TOPIC_COMMAND, args)
+                run_admin_tool(module, TOPIC_COMMAND, args)
             continue
         if plan.partitions_to is not None:
             actions.append(f"raise {plan.name} partitions from {plan.partitions_from} to {plan.partitions_to}")
             if not module.check_mode:
-                run_tool(module, TOPIC_COMMAND, ["--alter", "--topic", plan.name, "--partitions", str(plan.partitions_to)])
+                run_admin_tool(module, TOPIC_COMMAND, ["--alter", "--topic", plan.name, "--partitions", str(plan.partitions_to)])
         if plan.config_changes:
             actions.append(f"set {plan.name} config {add_config_argument(plan.config_changes)}")
             if not module.check_mode:
                 args = ["--alter", "--entity-type", "topics", "--entity-name", plan.name]
-                run_tool(module, config_command(module), [*args, "--add-config", add_config_argument(plan.config_changes)])
+                run_admin_tool(module, config_command(module), [*args, "--add-config", add_config_argument(plan.config_changes)])
 
     final = current if (module.check_mode or not actions) else read_cluster(module, names)
     summary = {

@@ -14,6 +14,7 @@ import re
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 TOPIC_COMMAND = "org.apache.kafka.tools.TopicCommand"
 QUORUM_COMMAND = "org.apache.kafka.tools.MetadataQuorumCommand"
@@ -344,6 +345,18 @@ def scram_add_config(mechanism: str, password: str, iterations: int = 8192) -> s
 def with_command_config(args: list[str], command_config: str | None) -> list[str]:
     """Tool arguments plus `--command-config` when a client properties file is given (secured listeners)."""
     return [*args, "--command-config", command_config] if command_config else list(args)
+
+
+def run_admin_tool(module: Any, main_class: str, args: list[str]) -> str:
+    """Run one of Kafka's admin tools against the brokers for an Ansible module whose parameters include java,
+    kafka_home, bootstrap_servers and command_config; its output, or the module fails naming the call."""
+    params = module.params
+    args = with_command_config(["--bootstrap-server", params["bootstrap_servers"], *args], params["command_config"])
+    rc, out, err = module.run_command(java_tool_argv(params["java"], params["kafka_home"], main_class, args))
+    if rc != 0:
+        tool = main_class.rsplit(".", 1)[-1]
+        module.fail_json(msg=f"{tool} {' '.join(args[2:])} failed (rc={rc}): {(err or out).strip()[-600:]}", rc=rc)
+    return out
 
 
 def quorum_describe_args(bootstrap_controllers: str, command_config: str | None, flag: str) -> list[str]:
