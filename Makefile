@@ -15,6 +15,8 @@ export PY_COLORS := 0
 export ANSIBLE_FORCE_COLOR := 0
 
 KAFKA_VERSION        ?= 4.3.1
+# The release the kafka_dedicated scenario deploys first and upgrades from (molecule/shared/tests/test_90_upgrade.py).
+KAFKA_UPGRADE_FROM   ?= 4.2.1
 JMX_EXPORTER_VERSION ?= 1.0.1
 SCENARIOS            ?= default kafka_dedicated secure
 
@@ -44,6 +46,7 @@ image: docker ## Debian 12 systemd base image (debootstrap + import, cached)
 .PHONY: artifacts
 artifacts: ## Kafka archive assembled from Maven Central, JMX exporter agent, promtool and amtool (cached)
 	$(REPO)/scripts/build-kafka-archive.sh $(KAFKA_VERSION)
+	$(REPO)/scripts/build-kafka-archive.sh $(KAFKA_UPGRADE_FROM)
 	$(REPO)/scripts/fetch-jmx-exporter.sh $(JMX_EXPORTER_VERSION)
 	$(REPO)/scripts/fetch-promtool.sh
 
