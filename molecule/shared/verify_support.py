@@ -286,6 +286,80 @@ def produce_and_consume(producer_servers: str, consumer_servers: str, partition:
         consumer.close()
 
 
+class KeyedLoad:
+    """A keyed producer load on its own topic (3 partitions, replication 3, min.insync.replicas 2, acks=all,
+    idempotent), for as long as the `with` block runs; then every acknowledged message is read back. `report()`
+    says how many were acknowledged, failed, lost, duplicated, and how many keys are out of order."""
+
+    def __init__(self, topic: str, keys: int = 30, pause: float = 0.01) -> None:
+        self.topic, self.keys, self.pause = topic, keys, pause
+        self.acked: list[tuple[str, int]] = []
+        self.failed: list[str] = []
+        self.read: dict[str, list[int]] = {}
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> KeyedLoad:
+        from confluent_kafka import Producer
+        from confluent_kafka.admin import NewTopic
+
+        admin().create_topics([NewTopic(self.topic, 3, 3, config={"min.insync.replicas": "2"})])[self.topic].result(timeout=60)
+        producer = Producer({"bootstrap.servers": bootstrap(), "acks": "all", "enable.idempotence": True, "linger.ms": 5})
+
+        def delivered(error: Any, message: Any) -> None:
+            if error is None:
+                self.acked.append((message.key().decode(), int(message.value())))
+            else:
+                self.failed.append(str(error))
+
+        def load() -> None:
+            seq = 0
+            while not self._stop.is_set():
+                producer.produce(self.topic, key=f"key-{seq % self.keys}", value=str(seq), on_delivery=delivered)
+                producer.poll(0)
+                seq += 1
+                time.sleep(self.pause)
+            producer.flush(120)
+
+        self._thread = threading.Thread(target=load, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread:
+            self._thread.join(timeout=180)
+
+    def read_back(self, timeout: float = 120) -> None:
+        from confluent_kafka import Consumer, TopicPartition
+
+        consumer = Consumer({"bootstrap.servers": bootstrap(), "group.id": f"verify-{uuid.uuid4().hex}", "enable.auto.commit": False})
+        try:
+            ends = {p: consumer.get_watermark_offsets(TopicPartition(self.topic, p), timeout=30)[1] for p in range(3)}
+            consumer.assign([TopicPartition(self.topic, p, 0) for p in range(3)])
+            positions = dict.fromkeys(range(3), 0)
+            deadline = time.monotonic() + timeout
+            while any(positions[p] < ends[p] for p in ends) and time.monotonic() < deadline:
+                message = consumer.poll(1.0)
+                if message is not None and message.error() is None:
+                    self.read.setdefault(message.key().decode(), []).append(int(message.value()))
+                    positions[message.partition()] = message.offset() + 1
+        finally:
+            consumer.close()
+
+    def report(self) -> dict[str, int]:
+        if not self.read:
+            self.read_back()
+        stored = [(key, seq) for key, seqs in self.read.items() for seq in seqs]
+        return {
+            "acknowledged": len(self.acked),
+            "failed": len(self.failed),
+            "lost": len(set(self.acked) - set(stored)),
+            "duplicates": len(stored) - len(set(stored)),
+            "keys out of order": sum(1 for seqs in self.read.values() if seqs != sorted(seqs)),
+        }
+
+
 # --- Celery workers -----------------------------------------------------------------------------------------------
 
 
@@ -365,6 +439,19 @@ def down_intervals(samples: list[tuple[float, dict[str, bool]]], name: str) -> l
     if start is not None:
         intervals.append((start, samples[-1][0]))
     return intervals
+
+
+# The release every scenario ends on; a scenario that deploys an older one upgrades to it (test_90_upgrade.py).
+UPGRADE_TARGET = "4.3.1"
+
+
+def kafka_release(name: str) -> str:
+    """The release node `name` runs (the target of /opt/kafka/current)."""
+    return host(name).file(KAFKA_HOME).linked_to.rsplit("-", 1)[-1]
+
+
+def upgrade_pending() -> bool:
+    return any(kafka_release(name) != UPGRADE_TARGET for name in inventory().kafka_nodes)
 
 
 def rolling_config_change(setting: str, value: int) -> str:

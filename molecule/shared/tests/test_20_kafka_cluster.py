@@ -27,6 +27,7 @@ from verify_support import (
     run_module,
     run_playbook,
     unit_property,
+    upgrade_pending,
     wait_full_isr,
 )
 
@@ -196,6 +197,7 @@ def test_cluster_survives_one_broker_down():
 @pytest.mark.skipif(
     bool(TOPOLOGY.workers), reason="with worker nodes in the scenario, the chaos fault 'rolling restart' makes this check under load"
 )
+@pytest.mark.skipif(upgrade_pending(), reason="the upgrade (test_90_upgrade.py) rolls a release and a setting out, same checks, under load")
 def test_config_change_rolls_one_node_at_a_time():
     """Change a setting through the playbook and watch every node's own state while the change rolls out."""
     # A value that differs on every run, so re-running verify restarts the nodes again.
