@@ -195,6 +195,14 @@ def test_workers_with_explicit_or_derived_partitions_pass(tmp_path):
         assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
 
 
+def test_a_host_owning_several_partitions_passes_and_an_ambiguous_one_is_refused(tmp_path):
+    workers = {"w1": 0, "w2": {"celery_worker_partitions": [2, 1]}}
+    result = run_worker_preflight(tmp_path, workers)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    both = run_worker_preflight(tmp_path, {"w1": 0, "w2": {"celery_worker_partition": 1, "celery_worker_partitions": [1, 2]}})
+    assert_refused(both, "w2 sets both celery_worker_partition and celery_worker_partitions: keep one.")
+
+
 def test_workers_without_brokers_are_refused(tmp_path):
     assert_refused(run_worker_preflight(tmp_path, {"w1": 0}, brokers=()), "No brokers: set celery_worker_brokers")
 

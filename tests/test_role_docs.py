@@ -42,5 +42,5 @@ def test_defaults_and_argument_spec_agree(role: Path) -> None:
     assert required_with_default == set(), "options with a default must not say required: true"
     # Variables without a default are the ones the inventory must give (secrets, per-host ids).
     undocumented = {name for name in set(options) - set(defaults) if "required" not in str(options[name].get("description", "")).lower()}
-    allowed = {"kafka_node_id", "celery_worker_partition"}
+    allowed = {"kafka_node_id", "celery_worker_partition", "celery_worker_partitions"}
     assert undocumented - allowed == set(), "argument spec entries without a default must say they are required"

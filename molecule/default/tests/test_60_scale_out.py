@@ -1,5 +1,12 @@
-"""Scale-out, last because it changes the topology: the spare container joins the inventory as a fourth worker
-node, and playbooks/celery.yml raises the task topic to 4 partitions before the new node starts on partition 3."""
+"""Scale-out, last because it changes the topology, in the two ways the inventory allows (docs/runbooks.md):
+
+1. a new partition: celery3 takes partition 3 as well (celery_worker_partitions: [2, 3]), and playbooks/celery.yml
+   raises the task topic to 4 partitions before the node starts its second worker. Keys that now hash to partition 3
+   start over there: fine while nothing is queued, not order-preserving under load;
+2. a new node, order-preserving: the spare container joins the inventory and takes partition 3 over from celery3,
+   under a continuous keyed load. The partition count stays 4, so no key changes partition; celery3's worker of
+   partition 3 stops (warm, its position committed) before the new node's starts.
+"""
 
 from __future__ import annotations
 
@@ -7,16 +14,42 @@ import json
 import threading
 import time
 import uuid
+from collections import defaultdict
 
+import requests
+
+from celery_kafka.partitioning import partition_for_key
 from celery_kafka.tasks import send_keyed
-from verify_support import TASK_TOPIC, client, host, inventory, key_on, partitions, poll, records, run_playbook
+from verify_support import (
+    TASK_TOPIC,
+    address,
+    all_records,
+    client,
+    host,
+    inventory,
+    key_on,
+    output,
+    partitions,
+    poll,
+    records,
+    run_playbook,
+)
 
 SPARE = inventory().group("celery_spare")[0]
+# The node that owns partition 2 and, for a while, partition 3 too.
+SHARED = next(name for name, partition in inventory().workers.items() if partition == 2)
 # The transport refreshes its topic metadata every 30 s (topic.metadata.refresh.interval.ms).
 METADATA_REFRESH = 30
 
 
-def test_a_fourth_worker_in_the_inventory_gets_partition_3(tmp_path):
+def layered_inventory(tmp_path, name: str, hosts: dict) -> str:
+    """An inventory file laid over the scenario's: these worker hosts with these variables."""
+    extra = tmp_path / f"{name}.yml"
+    extra.write_text(json.dumps({"all": {"children": {"celery_workers": {"hosts": hosts}}}}))
+    return str(extra)
+
+
+def test_a_second_partition_on_a_node_raises_the_topic_and_runs_beside_the_first(tmp_path):
     app = client()
     # The long-lived client sends a task first, so it holds metadata of the 3-partition topic.
     run_id = uuid.uuid4().hex[:8]
@@ -34,22 +67,91 @@ def test_a_fourth_worker_in_the_inventory_gets_partition_3(tmp_path):
 
     watcher = threading.Thread(target=watch, daemon=True)
     watcher.start()
-    extra = tmp_path / "fourth-worker.yml"
-    extra.write_text(json.dumps({"all": {"children": {"celery_workers": {"hosts": {SPARE: {"celery_worker_partition": 3}}}}}}))
+    # null: the scenario's inventory gives celery3 celery_worker_partition 2, and a layer can only unset it so.
+    shared = {"celery_worker_partition": None, "celery_worker_partitions": [2, 3]}
+    second = layered_inventory(tmp_path, "second-partition", {SHARED: shared})
     try:
-        run = run_playbook("playbooks/celery.yml", inventories=(str(extra),))
+        run = run_playbook("playbooks/celery.yml", inventories=(second,))
     finally:
         done.set()
         watcher.join()
-    assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]
+    assert run.returncode == 0, output(run)[-4000:]
     assert "raise celery.tasks partitions from 3 to 4" in run.stdout
     assert len(partitions(TASK_TOPIC)) == 4 and "at" in grown
-    assert host(SPARE).service("celery-worker@3").is_running
+    node = host(SHARED)
+    assert node.service("celery-worker@2").is_running and node.service("celery-worker@3").is_running
+    # Each worker serves its own metrics: the node's second partition on the next port.
+    served = requests.get(f"http://{address(SHARED)}:9809/metrics", timeout=10).text
+    assert f'celery_kafka_worker_partition{{topic="{TASK_TOPIC}"}} 3.0' in served
     # The long-lived client that sent the earlier task picks up the new partition by itself, within the transport's
     # metadata refresh interval, without a restart.
     time.sleep(max(0.0, grown["at"] + METADATA_REFRESH + 5 - time.monotonic()))
     key = key_on(3, partitions=4, prefix="fourth")
     for seq in range(5):
         send_keyed(app, "demo_app.tasks.record", key, key, seq, run_id)
-    rows = poll(lambda: (lambda r: r if len(r) >= 5 else None)(records(host(SPARE), run_id)), timeout=120, message="tasks on partition 3")
-    assert {row["partition"] for row in rows} == {3} and [row["seq"] for row in rows] == list(range(5))
+
+    def keyed() -> list[dict] | None:
+        rows = [row for row in records(node, run_id) if row["key"] == key]
+        return rows if len(rows) >= 5 else None
+
+    rows = poll(keyed, timeout=120, message="tasks on partition 3")
+    assert {(row["partition"], row["worker_partition"]) for row in rows} == {(3, 3)} and [row["seq"] for row in rows] == list(range(5))
+
+
+def test_a_new_node_takes_a_partition_over_under_a_keyed_load_without_reordering_a_key(tmp_path):
+    """Every task of the load runs once, and each key's tasks run in the order sent, across the move: partition 3's
+    last task on celery3 comes before its first on the new node, which resumes at the next offset."""
+    app = client()
+    run_id = uuid.uuid4().hex[:8]
+    workers = {**inventory().workers, SPARE: 3}
+    keys = [key_on(partition, partitions=4, prefix=f"move{partition}-{n}") for partition in range(4) for n in range(3)]
+    sent: dict[str, tuple[str, int]] = {}
+    stop = threading.Event()
+
+    def load() -> None:
+        seq = 0
+        while not stop.is_set():
+            key = keys[seq % len(keys)]
+            sent[send_keyed(app, "demo_app.tasks.record", key, key, seq, run_id).id] = (key, seq)
+            seq += 1
+            time.sleep(0.05)
+
+    sender = threading.Thread(target=load, daemon=True)
+    sender.start()
+    # The inventory change an operator makes: the new host takes partition 3, celery3 keeps partition 2 only.
+    moved = layered_inventory(tmp_path, "new-node", {SPARE: {"celery_worker_partition": 3}})
+    try:
+        time.sleep(5)
+        run = run_playbook("playbooks/celery.yml", inventories=(moved,))
+        time.sleep(5)
+    finally:
+        stop.set()
+        sender.join(timeout=60)
+    assert run.returncode == 0, output(run)[-4000:]
+    assert "raise celery.tasks partitions" not in run.stdout and len(partitions(TASK_TOPIC)) == 4
+    assert not host(SHARED).service("celery-worker@3").is_running and host(SHARED).service("celery-worker@2").is_running
+    assert host(SPARE).service("celery-worker@3").is_running
+
+    def all_ran() -> dict[str, list[dict]] | None:
+        found = all_records(run_id, workers)
+        return found if {row["task_id"] for rows in found.values() for row in rows} >= set(sent) else None
+
+    found = poll(all_ran, timeout=300, message=f"all {len(sent)} tasks of the load recorded")
+    runs = sorted((row for rows in found.values() for row in rows), key=lambda row: row["finished_at"])
+    assert len(runs) == len({row["task_id"] for row in runs}), "a task ran twice"
+    by_key: dict[str, list[int]] = defaultdict(list)
+    for row in runs:
+        assert row["partition"] == partition_for_key(row["key"], 4), f"{row['key']} left its partition: {row}"
+        by_key[row["key"]].append(row["seq"])
+    out_of_order = {key: seqs for key, seqs in by_key.items() if seqs != sorted(seqs)}
+    assert out_of_order == {}, f"keys ran out of order: {out_of_order}"
+    before = [row for row in found[SHARED] if row["partition"] == 3]
+    after = [row for row in found[SPARE] if row["partition"] == 3]
+    assert before and after, f"partition 3 ran {len(before)} tasks on {SHARED} and {len(after)} on {SPARE}: the move was not under load"
+    assert max(row["offset"] for row in before) < min(row["offset"] for row in after)
+    assert max(row["finished_at"] for row in before) < min(row["finished_at"] for row in after)
+    pause = min(row["finished_at"] for row in after) - max(row["finished_at"] for row in before)
+    print(
+        f"\nscale-out in order: {len(sent)} tasks sent over {len(keys)} keys, 0 lost, 0 duplicates, 0 keys out of order;"
+        f" partition 3 moved {SHARED} -> {SPARE} ({len(before)} tasks before, {len(after)} after), its keys paused {pause:.1f} s"
+    )

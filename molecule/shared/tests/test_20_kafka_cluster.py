@@ -144,7 +144,7 @@ def test_playbook_refuses_fewer_partitions_before_touching_brokers():
     run = run_playbook("playbooks/kafka.yml", "-e", json.dumps({"celery_task_topic_partitions": 2}))
     assert run.returncode != 0
     assert "refusing to lower partitions from 3 to 2" in output(run), output(run)[-3000:]
-    assert "give its celery_worker_partition to a replacement host" in output(run)
+    assert "To retire a worker node, give its celery_worker_partition" in output(run)
     assert "PLAY [Install and configure Kafka nodes]" not in run.stdout, "the refusal must come before any broker task"
     assert len(admin().list_topics(TASK_TOPIC, timeout=10).topics[TASK_TOPIC].partitions) == 3
 
