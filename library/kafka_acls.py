@@ -17,6 +17,8 @@ description:
   - Every declaration is checked before anything changes; with I(validate_only) nothing else is done, so a preflight
     can refuse bad input without a cluster.
   - One AclCommand call lists the ACLs; a change costs one call per principal and resource pattern.
+extends_documentation_fragment:
+  - kafka_admin_tool
 options:
   acls:
     description: Declared ACLs.
@@ -37,17 +39,9 @@ options:
   bootstrap_servers:
     description: Comma-separated host:port list of brokers (required unless validate_only).
     type: str
-  command_config:
-    description: Client properties file for the secured listener (passed as --command-config).
-    type: path
   kafka_home:
     description: Kafka release directory (contains libs/; required unless validate_only).
     type: path
-  java:
-    description: Java executable.
-    type: path
-    default: /usr/bin/java
-supports_check_mode: true
 """
 
 EXAMPLES = r"""
@@ -75,7 +69,7 @@ from ansible.module_utils.kafka_acls import (
     parse_acl_list,
     plan_acls,
 )
-from ansible.module_utils.kafka_cli import find_main_class, run_admin_tool
+from ansible.module_utils.kafka_cli import ADMIN_TOOL_OPTIONS, find_main_class, run_admin_tool
 
 
 def main() -> None:
@@ -84,9 +78,8 @@ def main() -> None:
             "acls": {"type": "list", "elements": "dict", "required": True},
             "validate_only": {"type": "bool", "default": False},
             "bootstrap_servers": {"type": "str"},
-            "command_config": {"type": "path"},
+            **ADMIN_TOOL_OPTIONS,
             "kafka_home": {"type": "path"},
-            "java": {"type": "path", "default": "/usr/bin/java"},
         },
         required_if=[("validate_only", False, ("bootstrap_servers", "kafka_home"))],
         supports_check_mode=True,

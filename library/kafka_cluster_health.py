@@ -14,6 +14,9 @@ description:
     under-replicated or have no leader, using Kafka's own admin tools from the release's libs directory.
   - Never changes anything and never fails because the cluster is unhealthy; it returns C(healthy) and C(problems)
     so a task can wait with C(until) or fail with C(failed_when).
+extends_documentation_fragment:
+  - kafka_admin_tool
+  - kafka_admin_tool.kafka_home
 options:
   bootstrap_controllers:
     description: Comma-separated host:port list of KRaft controllers.
@@ -22,17 +25,6 @@ options:
   bootstrap_servers:
     description: Comma-separated host:port list of brokers, for the partition checks. Omit to skip them.
     type: str
-  kafka_home:
-    description: Kafka release directory (contains libs/).
-    type: path
-    required: true
-  java:
-    description: Java executable.
-    type: path
-    default: /usr/bin/java
-  command_config:
-    description: Client properties file for the brokers' secured listener (passed as --command-config).
-    type: path
   controller_command_config:
     description:
       - Client properties file for the controllers' listener (mutual TLS, for instance).
@@ -48,7 +40,6 @@ options:
     description: Metadata records a replica may trail the leader and still count as caught up.
     type: int
     default: 100
-supports_check_mode: true
 """
 
 EXAMPLES = r"""
@@ -80,6 +71,7 @@ from dataclasses import asdict
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.kafka_cli import (
+    ADMIN_TOOL_OPTIONS,
     QUORUM_COMMAND,
     TOPIC_COMMAND,
     assess_health,
@@ -96,9 +88,8 @@ def main() -> None:
         argument_spec={
             "bootstrap_controllers": {"type": "str", "required": True},
             "bootstrap_servers": {"type": "str"},
+            **ADMIN_TOOL_OPTIONS,
             "kafka_home": {"type": "path", "required": True},
-            "java": {"type": "path", "default": "/usr/bin/java"},
-            "command_config": {"type": "path"},
             "controller_command_config": {"type": "path"},
             "expected_voters": {"type": "int"},
             "require_node": {"type": "int"},

@@ -16,6 +16,9 @@ description:
     C(state_file) on the node (mode 0600) to tell whether a password changed; a re-run with the same passwords
     changes nothing.
   - Passwords reach ConfigCommand through a temporary file (mode 0600, removed afterwards), never its command line.
+extends_documentation_fragment:
+  - kafka_admin_tool
+  - kafka_admin_tool.kafka_home
 options:
   users:
     description: Declared users.
@@ -38,22 +41,10 @@ options:
     description: Comma-separated host:port list of brokers.
     type: str
     required: true
-  command_config:
-    description: Client properties file for the secured listener (passed as --command-config).
-    type: path
   state_file:
     description: Where the password fingerprints are kept on the node.
     type: path
     required: true
-  kafka_home:
-    description: Kafka release directory (contains libs/).
-    type: path
-    required: true
-  java:
-    description: Java executable.
-    type: path
-    default: /usr/bin/java
-supports_check_mode: true
 """
 
 EXAMPLES = r"""
@@ -84,6 +75,7 @@ from pathlib import Path
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.kafka_cli import (
+    ADMIN_TOOL_OPTIONS,
     CONFIG_COMMAND_CANDIDATES,
     find_main_class,
     parse_user_scram_describe,
@@ -137,10 +129,9 @@ def main() -> None:
             "mechanism": {"type": "str", "choices": ["SCRAM-SHA-256", "SCRAM-SHA-512"], "default": "SCRAM-SHA-512"},
             "iterations": {"type": "int", "default": 8192},
             "bootstrap_servers": {"type": "str", "required": True},
-            "command_config": {"type": "path"},
             "state_file": {"type": "path", "required": True},
+            **ADMIN_TOOL_OPTIONS,
             "kafka_home": {"type": "path", "required": True},
-            "java": {"type": "path", "default": "/usr/bin/java"},
         },
         supports_check_mode=True,
     )

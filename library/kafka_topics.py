@@ -15,6 +15,9 @@ description:
   - Refuses, with an explanation and before changing anything, to lower a partition count or to change a
     replication factor.
   - Runs on a Kafka node and uses Kafka's own admin tools from the release's libs directory (Java only).
+extends_documentation_fragment:
+  - kafka_admin_tool
+  - kafka_admin_tool.kafka_home
 options:
   topics:
     description: Declared topics.
@@ -31,18 +34,6 @@ options:
     description: Comma-separated host:port list of brokers.
     type: str
     required: true
-  kafka_home:
-    description: Kafka release directory (contains libs/).
-    type: path
-    required: true
-  java:
-    description: Java executable.
-    type: path
-    default: /usr/bin/java
-  command_config:
-    description: Client properties file for secured listeners (passed as --command-config).
-    type: path
-supports_check_mode: true
 """
 
 EXAMPLES = r"""
@@ -79,6 +70,7 @@ refused:
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.kafka_cli import (
+    ADMIN_TOOL_OPTIONS,
     CONFIG_COMMAND_CANDIDATES,
     TOPIC_COMMAND,
     PlanError,
@@ -125,9 +117,8 @@ def main() -> None:
                 },
             },
             "bootstrap_servers": {"type": "str", "required": True},
+            **ADMIN_TOOL_OPTIONS,
             "kafka_home": {"type": "path", "required": True},
-            "java": {"type": "path", "default": "/usr/bin/java"},
-            "command_config": {"type": "path"},
         },
         supports_check_mode=True,
     )

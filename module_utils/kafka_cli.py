@@ -16,6 +16,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+# The argument spec every module that runs Kafka's admin tools shares (documented in doc_fragments/kafka_admin_tool.py).
+ADMIN_TOOL_OPTIONS: dict[str, dict[str, Any]] = {
+    "command_config": {"type": "path"},
+    "java": {"type": "path", "default": "/usr/bin/java"},
+}
+
 TOPIC_COMMAND = "org.apache.kafka.tools.TopicCommand"
 QUORUM_COMMAND = "org.apache.kafka.tools.MetadataQuorumCommand"
 # ConfigCommand lives in the broker jar up to 4.3 and moves to kafka-tools later; newest location first.
