@@ -329,6 +329,8 @@ class Worker:
             "CELERY_KAFKA_TASK_TIME_LIMIT": "60",
             "CELERY_KAFKA_POOL": pool,
             "CELERY_KAFKA_CONCURRENCY": str(concurrency),
+            # The example app's fault tasks (demo_app.faults), which the tests send.
+            "DEMO_APP_FAULT_TASKS": "1",
             # As the role sets it: the journal in the node's state directory (here, beside the results).
             **({"CELERY_KAFKA_JOURNAL_DIR": str(workdir / "journal")} if journal else {}),
             # Security settings (LocalKafka.environ), exactly as the systemd unit's EnvironmentFile gives them.

@@ -52,7 +52,7 @@ def test_tasks_of_a_concurrent_queue_run_at_the_same_time_and_each_runs_once(kaf
 
 
 def test_a_pool_child_killed_mid_task_is_redelivered_then_dead_lettered_and_the_rest_finish(kafka, client_app, pool_worker, run_id):
-    client_app.send_task("demo_app.tasks.crash", args=(run_id,), queue=QUEUE)
+    client_app.send_task("demo_app.faults.crash", args=(run_id,), queue=QUEUE)
     for seq in range(6):
         client_app.send_task("demo_app.tasks.export", args=(f"report-{seq}", seq, 0.5, run_id), queue=QUEUE)
     entry = wait_until(

@@ -33,14 +33,14 @@ def test_transient_failures_are_retried_until_they_succeed(client_app, workers, 
 
 
 def test_last_failure_lands_in_dead_letter_topic_and_replays(kafka, client_app, workers, run_id, capsys):
-    send_keyed(client_app, "demo_app.tasks.always_fails", "doomed", "doomed", run_id)
+    send_keyed(client_app, "demo_app.faults.always_fails", "doomed", "doomed", run_id)
     entry = wait_until(
         lambda: find(kafka, lambda letter: letter.kind == TASK_FAILED and letter.kwargs == {} and run_id in letter.args),
         timeout=90,
         message="a dead letter for always_fails",
     )
     first = entry.letter
-    assert first.task_name == "demo_app.tasks.always_fails"
+    assert first.task_name == "demo_app.faults.always_fails"
     assert first.partition_key == "doomed" and first.retries == 2 and first.replays == 0
     assert first.source.topic == "celery.tasks" and first.source.partition == partition_for_key("doomed", TASK_PARTITIONS)
     assert first.source.offset >= 0 and "RuntimeError" in first.exception and "Traceback" in first.traceback
@@ -49,7 +49,7 @@ def test_last_failure_lands_in_dead_letter_topic_and_replays(kafka, client_app, 
     assert cli.main(["--brokers", kafka, "list"]) == 0
     assert entry.letter_id in capsys.readouterr().out
     assert cli.main(["--brokers", kafka, "replay", entry.letter_id]) == 0
-    assert "replayed demo_app.tasks.always_fails" in capsys.readouterr().out
+    assert "replayed demo_app.faults.always_fails" in capsys.readouterr().out
     # The replayed task failed again: a second letter, counting one replay, and the first one is resolved.
     replayed = wait_until(
         lambda: find(kafka, lambda letter: letter.task_id == first.task_id and letter.replays == 1),
@@ -83,7 +83,7 @@ def test_undecodable_record_is_dead_lettered_and_worker_goes_on(kafka, client_ap
 def test_worker_killed_mid_task_redelivers_then_dead_letters(kafka, client_app, workers, run_id):
     key = next(k for k in (f"crash-{n}" for n in range(100)) if partition_for_key(k, TASK_PARTITIONS) == 2)
     worker = workers[2]
-    send_keyed(client_app, "demo_app.tasks.crash", key, run_id)
+    send_keyed(client_app, "demo_app.faults.crash", key, run_id)
     send_keyed(client_app, "demo_app.tasks.record", key, key, 1, run_id)
     # Play systemd: start the worker again every time it dies. It must die exactly max_deliveries (3) times.
     deaths = 0
@@ -94,7 +94,7 @@ def test_worker_killed_mid_task_redelivers_then_dead_letters(kafka, client_app, 
     entry = wait_until(
         lambda: find(
             kafka,
-            lambda letter: letter.kind == REDELIVERY_LIMIT and letter.task_name == "demo_app.tasks.crash" and run_id in letter.args,
+            lambda letter: letter.kind == REDELIVERY_LIMIT and letter.task_name == "demo_app.faults.crash" and run_id in letter.args,
         ),
         timeout=60,
         message="the redelivery-limit dead letter",

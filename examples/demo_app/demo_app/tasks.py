@@ -5,10 +5,8 @@
 - record: appends what ran where (key, sequence number, worker node, partition, offset) to a results file on the
   worker node, so tests can check per-key order and partition ownership on the node itself;
 - flaky: fails a given number of times, then succeeds (retries work);
-- always_fails: fails every time (ends in the dead-letter topic after its retries);
-- memory_hog: allocates more memory than the node's limit (the kernel kills the worker; the redelivery limit puts
-  the message in the dead-letter topic);
-- crash: kills the worker process outright, like the OOM killer, without needing a memory limit (local tests).
+
+The tasks that break things on purpose are in demo_app.faults, registered only where the tests ask for them.
 """
 
 from __future__ import annotations
@@ -74,25 +72,3 @@ def export(self: Any, key: str, seq: int, seconds: float = 1.0, run_id: str = ""
 def tick(self: Any, run_id: str = "beat") -> dict[str, Any]:
     """The periodic task of the app's beat schedule (celery.py): records when each run happened and where."""
     return _record(self, key="tick", seq=0, run_id=run_id)
-
-
-@app.task(bind=True, autoretry_for=(RuntimeError,), max_retries=2, default_retry_delay=0)
-def always_fails(self: Any, key: str, run_id: str = "") -> None:
-    raise RuntimeError(f"always fails (key {key}, retry {self.request.retries})")
-
-
-@app.task(bind=True)
-def memory_hog(self: Any, megabytes: int, run_id: str = "") -> None:
-    chunk = 1024 * 1024
-    hog = []
-    for _ in range(megabytes):
-        block = bytearray(chunk)
-        block[::4096] = b"x" * len(block[::4096])  # touch every page so it is really resident
-        hog.append(block)
-    time.sleep(5)
-
-
-@app.task(bind=True)
-def crash(self: Any, run_id: str = "") -> None:
-    """Kill the worker process mid-task, as the kernel's OOM killer does (the local stand-in for memory_hog)."""
-    os.kill(os.getpid(), 9)

@@ -102,7 +102,7 @@ def generate_task_traffic(app, run_id: str) -> None:
         for sequence in range(5):
             send_keyed(app, "demo_app.tasks.record", key, key, sequence, run_id)
     send_keyed(app, "demo_app.tasks.flaky", f"flaky-{run_id}", f"flaky-{run_id}", 1, run_id)
-    send_keyed(app, "demo_app.tasks.always_fails", f"fails-{run_id}", f"fails-{run_id}", run_id)
+    send_keyed(app, "demo_app.faults.always_fails", f"fails-{run_id}", f"fails-{run_id}", run_id)
 
 
 def dashboard_queries(monitor) -> list[tuple[str, str, str]]:

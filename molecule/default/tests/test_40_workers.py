@@ -91,7 +91,10 @@ def test_workers_serve_their_metrics():
         assert 0 < values["celery_kafka_memory_usage_bytes"] < MEMORY_MAX
 
 
-DEMO_TASKS = {f"demo_app.tasks.{name}" for name in ("record", "export", "tick", "flaky", "always_fails", "memory_hog", "crash")}
+# The example app's tasks, and its fault tasks, which the scenario's inventory asks for (DEMO_APP_FAULT_TASKS).
+DEMO_TASKS = {f"demo_app.tasks.{name}" for name in ("record", "export", "tick", "flaky")} | {
+    f"demo_app.faults.{name}" for name in ("always_fails", "memory_hog", "crash")
+}
 TICK_SECONDS = 10.0
 
 
@@ -297,7 +300,7 @@ def test_memory_hog_is_oom_killed_restarted_and_dead_lettered_without_losing_oth
     node = host(owner_of(partition))
     restarts = int(unit(node, partition, "NRestarts"))
     key = key_on(partition, prefix="hog")
-    send_keyed(app, "demo_app.tasks.memory_hog", key, 400, run_id)
+    send_keyed(app, "demo_app.faults.memory_hog", key, 400, run_id)
     for seq in range(5):
         send_keyed(app, "demo_app.tasks.record", key, key, seq, run_id)
     entry = poll(
@@ -305,7 +308,7 @@ def test_memory_hog_is_oom_killed_restarted_and_dead_lettered_without_losing_oth
         timeout=240,
         message="the memory hog in the dead-letter topic",
     )
-    assert entry.letter.task_name == "demo_app.tasks.memory_hog" and "delivered 3 times" in entry.letter.reason
+    assert entry.letter.task_name == "demo_app.faults.memory_hog" and "delivered 3 times" in entry.letter.reason
     assert int(unit(node, partition, "NRestarts")) == restarts + 3, "systemd restarted the worker after each OOM kill"
     journal = node.run(f"journalctl -u celery-worker@{partition} --no-pager -n 400").stdout
     assert "status=9/KILL" in journal, "the kernel killed the worker (SIGKILL from the OOM killer)"
@@ -316,7 +319,7 @@ def test_memory_hog_is_oom_killed_restarted_and_dead_lettered_without_losing_oth
 
 def test_dead_letter_after_retries_and_replay_runs_it_again(app, run_id):
     env = WorkerEnvironment(brokers=bootstrap().split(","))
-    send_keyed(app, "demo_app.tasks.always_fails", "replay-me", "replay-me", run_id)
+    send_keyed(app, "demo_app.faults.always_fails", "replay-me", "replay-me", run_id)
     first = poll(
         lambda: next((e for e in letters().values() if e.letter.kind == TASK_FAILED and run_id in e.letter.args), None),
         message="the failing task's dead letter",

@@ -91,7 +91,7 @@ def test_a_task_past_the_memory_limit_kills_only_its_pool_child_and_no_export_is
     node = host(EXPORTER)
     main_pid, restarts, kills = unit_property(node, UNIT, "MainPID"), unit_property(node, UNIT, "NRestarts"), oom_kills(node)
     assert kills >= 0, "no oom_kill counter in the worker's memory cgroup"
-    app.send_task("demo_app.tasks.memory_hog", args=(600, run_id), queue=QUEUE)
+    app.send_task("demo_app.faults.memory_hog", args=(600, run_id), queue=QUEUE)
     send_exports(app, run_id, seconds=0.5)
     entry = poll(
         lambda: next((e for e in letters().values() if e.letter.kind == REDELIVERY_LIMIT and run_id in e.letter.args), None),

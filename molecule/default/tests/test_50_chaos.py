@@ -256,7 +256,7 @@ def test_worker_oom_killed_by_its_memory_limit(app):
         key = next(k for k in (f"{load.run_id}-hog-{n}" for n in range(1000)) if partition_for_key(k, 3) == partition)
         # A client of its own: the load's thread keeps publishing through `app` meanwhile.
         injected()
-        holder["id"] = send_keyed(client(), "demo_app.tasks.memory_hog", key, 400, load.run_id).id
+        holder["id"] = send_keyed(client(), "demo_app.faults.memory_hog", key, 400, load.run_id).id
         entry = poll(
             lambda: next((e for e in letters().values() if e.letter.task_id == holder["id"]), None),
             timeout=400,
