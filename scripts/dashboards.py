@@ -288,7 +288,7 @@ def consumer_lag() -> dict[str, Any]:
     return dashboard(
         "kcs-consumer-lag",
         "Consumer lag",
-        "Messages not yet processed, per consumer group and partition, read from the brokers (kafka-lag-exporter).",
+        "Messages not yet processed, per consumer group and partition, read from the brokers (celery-kafka-exporter).",
         [
             Panel(
                 "Lag per partition",
@@ -302,7 +302,7 @@ def consumer_lag() -> dict[str, Any]:
             ),
             Panel(
                 "Lag exporter reads Kafka",
-                [Query("kafka_lag_exporter_up", "{{instance}}")],
+                [Query("celery_kafka_exporter_up", "{{instance}}")],
                 description="1 when the last read of offsets from the brokers worked.",
             ),
             Panel(

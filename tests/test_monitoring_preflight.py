@@ -36,7 +36,7 @@ def run_preflight(tmp_path: Path, variables: dict, drop: tuple[str, ...] = ()) -
                     "vars": {
                         "ansible_connection": "local",
                         "ansible_python_interpreter": sys.executable,
-                        "kafka_lag_exporter_wheels_dir": str(wheels),
+                        "celery_kafka_exporter_wheels_dir": str(wheels),
                     },
                     "children": {
                         "kafka": {"hosts": {"k1": {}}},
@@ -85,6 +85,11 @@ def test_duplicate_scrape_job_is_refused(tmp_path):
     assert_refused(run_preflight(tmp_path, {"prometheus_scrape_groups": scrape}), "Scrape job names must be unique")
 
 
+def test_a_variable_of_the_exporter_under_its_former_name_is_refused(tmp_path):
+    result = run_preflight(tmp_path, {"kafka_lag_exporter_port": 9309})
+    assert_refused(result, "kafka_lag_exporter_port is now celery_kafka_exporter_port")
+
+
 def test_secrets_never_reach_the_output(tmp_path):
     for variables in ({}, {"grafana_admin_password": "admin"}):
         result = run_preflight(tmp_path, variables)
@@ -106,5 +111,5 @@ def test_example_inventory_without_its_vault_is_refused():
 
 def test_example_inventory_passes_with_its_vault(tmp_path):
     secrets = {"vault_alertmanager_pagerduty_routing_key": "k" * 32, "vault_grafana_admin_password": "a-real-password"}
-    result = run_example_inventory({**secrets, "kafka_lag_exporter_wheels_dir": str(tmp_path)})
+    result = run_example_inventory({**secrets, "celery_kafka_exporter_wheels_dir": str(tmp_path)})
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]

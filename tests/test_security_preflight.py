@@ -80,11 +80,11 @@ def test_worker_unknown_protocol_is_refused(tmp_path):
 
 def test_lag_exporter_sasl_without_password_is_refused(tmp_path):
     variables = {
-        "kafka_lag_exporter_kafka_security_protocol": "SASL_SSL",
-        "kafka_lag_exporter_kafka_sasl_username": "lag",
-        "kafka_lag_exporter_kafka_ca_cert_file": ca_file(tmp_path),
+        "celery_kafka_exporter_kafka_security_protocol": "SASL_SSL",
+        "celery_kafka_exporter_kafka_sasl_username": "lag",
+        "celery_kafka_exporter_kafka_ca_cert_file": ca_file(tmp_path),
     }
-    assert_monitoring_refused(run_monitoring_preflight(tmp_path, variables), "SASL_SSL needs kafka_lag_exporter_kafka_sasl_username")
+    assert_monitoring_refused(run_monitoring_preflight(tmp_path, variables), "SASL_SSL needs celery_kafka_exporter_kafka_sasl_username")
 
 
 def test_monitoring_with_web_auth_passes_and_never_prints_passwords(tmp_path):

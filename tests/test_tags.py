@@ -28,7 +28,7 @@ def roles_listed(tag: str) -> set[str]:
     [
         ("kafka", {"kafka", "kafka_topics"}),
         ("celery", {"celery_worker", "kafka_topics"}),
-        ("monitoring", {"node_exporter", "prometheus", "alertmanager", "kafka_lag_exporter", "grafana"}),
+        ("monitoring", {"node_exporter", "prometheus", "alertmanager", "celery_kafka_exporter", "grafana"}),
     ],
 )
 def test_tag_selects_only_its_roles(tag: str, expected: set[str]) -> None:

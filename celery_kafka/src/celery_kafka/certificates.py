@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-logger = logging.getLogger("kafka_lag_exporter.certificates")
+logger = logging.getLogger("celery_kafka_exporter.certificates")
 
 
 def split_broker(broker: str) -> tuple[str, int]:

@@ -1,6 +1,6 @@
 """Consumer-lag exporter for Kafka 4.x: lag per consumer group, topic and partition, read from the brokers at scrape time.
 
-Why our own: Burrow fails on Kafka 4.0, kafka-lag-exporter is archived, and neither KMinion nor
+Why our own: Burrow fails on Kafka 4.0, the kafka-lag-exporter project (Lightbend) is archived, and neither KMinion nor
 danielqsj/kafka_exporter can be fetched through the Go module proxy here (docs/facts.md). This exporter only uses
 Kafka's admin API (ListGroups, OffsetFetch, ListOffsets) through confluent-kafka, which the worker package already
 ships, and names its metrics as kafka_exporter does so dashboards written for it keep working.
@@ -31,7 +31,7 @@ from prometheus_client.registry import Collector, CollectorRegistry
 from celery_kafka.certificates import CertificateCollector
 from celery_kafka.security import KafkaSecurity, SecurityConfigError
 
-logger = logging.getLogger("kafka_lag_exporter")
+logger = logging.getLogger("celery_kafka_exporter")
 
 
 @dataclass(frozen=True)
@@ -89,7 +89,7 @@ class KafkaOffsets:
         client_config: dict[str, str] | None = None,
     ) -> None:
         # client_config: security settings (KafkaSecurity.client_config), the same as the workers use.
-        self.admin = AdminClient({**(client_config or {}), "bootstrap.servers": bootstrap, "client.id": "kafka-lag-exporter"})
+        self.admin = AdminClient({**(client_config or {}), "bootstrap.servers": bootstrap, "client.id": "celery-kafka-exporter"})
         self.timeout = timeout
         self.group_pattern = group_pattern
         self.topic_pattern = topic_pattern
@@ -143,7 +143,7 @@ class KafkaOffsets:
 
 
 class LagCollector(Collector):
-    """Asks Kafka at each scrape; a failed scrape says so in kafka_lag_exporter_up instead of serving stale figures."""
+    """Asks Kafka at each scrape; a failed scrape says so in celery_kafka_exporter_up instead of serving stale figures."""
 
     def __init__(self, offsets: KafkaOffsets) -> None:
         self.offsets = offsets
@@ -152,8 +152,8 @@ class LagCollector(Collector):
     def collect(self) -> Iterator[GaugeMetricFamily]:
         with self.lock:
             started = time.monotonic()
-            up = GaugeMetricFamily("kafka_lag_exporter_up", "1 if the last read of offsets from Kafka worked")
-            duration = GaugeMetricFamily("kafka_lag_exporter_scrape_duration_seconds", "Time spent reading offsets from Kafka")
+            up = GaugeMetricFamily("celery_kafka_exporter_up", "1 if the last read of offsets from Kafka worked")
+            duration = GaugeMetricFamily("celery_kafka_exporter_scrape_duration_seconds", "Time spent reading offsets from Kafka")
             try:
                 topic_offsets = self.offsets.topic_offsets()
                 committed = self.offsets.committed_offsets(self.offsets.group_names())
@@ -198,7 +198,7 @@ class LagCollector(Collector):
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="kafka-lag-exporter",
+        prog="celery-kafka-exporter",
         description=__doc__.split("\n\n", 1)[0],
         epilog=(
             "Security comes from the environment, as for the workers: CELERY_KAFKA_SECURITY_PROTOCOL (PLAINTEXT, SSL, "
@@ -225,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         security = KafkaSecurity.from_environ()
     except SecurityConfigError as error:
-        raise SystemExit(f"kafka-lag-exporter: {error}") from None
+        raise SystemExit(f"celery-kafka-exporter: {error}") from None
     registry = CollectorRegistry()
     offsets = KafkaOffsets(
         args.bootstrap_servers, args.timeout, re.compile(args.group_regex), re.compile(args.topic_regex), security.client_config()

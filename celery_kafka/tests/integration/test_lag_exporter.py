@@ -41,7 +41,7 @@ def test_lag_per_partition_of_a_group_that_is_not_running(kafka, run_id):
 
     samples = scrape(kafka, topic)
 
-    assert samples["kafka_lag_exporter_up"] == 1
+    assert samples["celery_kafka_exporter_up"] == 1
     assert samples[f'kafka_topic_partition_current_offset{{partition="0",topic="{topic}"}}'] == 5
     assert samples[f'kafka_topic_partitions{{topic="{topic}"}}'] == 2
     assert samples[f'kafka_consumergroup_current_offset{{consumergroup="{group}",partition="0",topic="{topic}"}}'] == 2
@@ -54,5 +54,5 @@ def test_unreachable_brokers_report_down_not_stale_figures():
     registry = CollectorRegistry()
     registry.register(LagCollector(KafkaOffsets("127.0.0.1:1", 2, re.compile(".*"), re.compile(".*"))))
     text = generate_latest(registry).decode()
-    assert "kafka_lag_exporter_up 0.0" in text
+    assert "celery_kafka_exporter_up 0.0" in text
     assert "kafka_consumergroup_lag{" not in text

@@ -122,7 +122,7 @@ def test_lag_exporter_reports_lag_over_sasl_ssl(secure_kafka, run_id, tmp_path):
         exporter.terminate()
         exporter.wait(30)
         log.close()
-    assert "kafka_lag_exporter_up 1.0" in text, text
+    assert "celery_kafka_exporter_up 1.0" in text, text
     assert f'kafka_consumergroup_lag{{consumergroup="{group}",partition="0",topic="{topic}"}} 3.0' in text, text
     # The certificate the broker serves, checked against the clients' CA: localkafka's is valid for one day.
     broker = secure_kafka.bootstrap.split(",")[0]

@@ -86,7 +86,7 @@ def test_check_mode_of_the_celery_part_changes_nothing_and_runs_only_its_roles()
 
 @pytest.mark.parametrize(
     ("tag", "expected"),
-    [("monitoring", {"node_exporter", "prometheus", "alertmanager", "kafka_lag_exporter", "grafana", "kcs_common"})],
+    [("monitoring", {"node_exporter", "prometheus", "alertmanager", "celery_kafka_exporter", "grafana", "kcs_common"})],
 )
 def test_a_tag_runs_only_its_part(tag, expected):
     result = run_playbook("site.yml", "--tags", tag)

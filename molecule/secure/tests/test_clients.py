@@ -86,7 +86,7 @@ def test_keyed_task_sent_over_sasl_ssl_runs_on_the_worker(env):
 
 @pytest.mark.parametrize(
     ("name", "path"),
-    [(WORKER, "/etc/celery-worker/worker.env"), (MONITOR, "/etc/kafka-lag-exporter/exporter.env")],
+    [(WORKER, "/etc/celery-worker/worker.env"), (MONITOR, "/etc/celery-kafka-exporter/exporter.env")],
     ids=["worker", "lag-exporter"],
 )
 def test_environment_files_with_kafka_passwords_are_root_only(name, path):
@@ -99,7 +99,7 @@ def test_environment_files_with_kafka_passwords_are_root_only(name, path):
     assert "CELERY_KAFKA_SSL_CA_LOCATION=" in content
     # Neither on a command line nor in the journal.
     commands = node.check_output("ps -eo args")
-    journal = node.run("journalctl --no-pager -q -u 'celery-worker@*' -u kafka-lag-exporter").stdout
+    journal = node.run("journalctl --no-pager -q -u 'celery-worker@*' -u celery-kafka-exporter").stdout
     for secret in SECRETS:
         assert secret not in commands
         assert secret not in journal
@@ -109,9 +109,9 @@ def test_lag_exporter_reads_offsets_over_sasl_ssl():
     metrics = f"http://{address(MONITOR)}:9308/metrics"
 
     def up() -> bool:
-        return "kafka_lag_exporter_up 1.0" in requests.get(metrics, timeout=30).text
+        return "celery_kafka_exporter_up 1.0" in requests.get(metrics, timeout=30).text
 
-    poll(up, timeout=60, message="kafka_lag_exporter_up 1")
+    poll(up, timeout=60, message="celery_kafka_exporter_up 1")
     assert 'kafka_consumergroup_lag{consumergroup="celery.tasks.workers"' in requests.get(metrics, timeout=30).text
 
 
