@@ -33,6 +33,7 @@ from verify_support import (
     poll,
     records,
     run_playbook,
+    unit_property,
 )
 
 SPARE = inventory().group("celery_spare")[0]
@@ -96,6 +97,9 @@ def test_a_second_partition_on_a_node_raises_the_topic_and_runs_beside_the_first
 
     rows = poll(keyed, timeout=120, message="tasks on partition 3")
     assert {(row["partition"], row["worker_partition"]) for row in rows} == {(3, 3)} and [row["seq"] for row in rows] == list(range(5))
+    # What a second partition on a node costs: one more worker process, in a cgroup of its own.
+    memory = {unit: int(unit_property(node, f"{unit}.service", "MemoryCurrent")) / 2**20 for unit in ("celery-worker@2", "celery-worker@3")}
+    print(f"\n{SHARED} runs two workers: " + ", ".join(f"{unit} {mib:.0f} MiB" for unit, mib in memory.items()))
 
 
 def test_a_new_node_takes_a_partition_over_under_a_keyed_load_without_reordering_a_key(tmp_path):
