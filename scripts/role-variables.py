@@ -20,9 +20,10 @@ REPO = Path(__file__).resolve().parent.parent
 OUTPUT = REPO / "docs" / "variables.md"
 
 
-def default_text(value: object) -> str:
+def default_text(value: object, required: bool) -> str:
     if value is None:
-        return "*(required, no default)*"
+        # An option without a default is either one the inventory must give, or an optional host variable.
+        return "*(required, no default)*" if required else "*(unset)*"
     text = yaml.safe_dump(value, default_flow_style=True, width=10_000).strip()
     text = text.removesuffix("...").strip()
     if len(text) > 60:
@@ -51,7 +52,8 @@ def variables_table(role: Path) -> list[str]:
         if option.get("choices"):
             kind += " (" + ", ".join(str(choice) for choice in option["choices"]) + ")"
         description = " ".join(str(option.get("description", "")).split()).replace("|", "\\|")
-        lines.append(f"| `{name}` | {kind} | {default_text(defaults.get(name))} | {description} |")
+        required = bool(option.get("required")) or "required" in description.lower()
+        lines.append(f"| `{name}` | {kind} | {default_text(defaults.get(name), required)} | {description} |")
     return lines
 
 
