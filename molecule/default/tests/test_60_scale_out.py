@@ -122,10 +122,11 @@ def test_a_new_node_takes_a_partition_over_under_a_keyed_load_without_reordering
 
     # The inventory change an operator makes: the new host takes partition 3, celery3 keeps partition 2 only.
     moved = layered_inventory(tmp_path, "new-node", {SPARE: {"celery_worker_partition": 3}})
-    # Limited to the new node, the run could not stop partition 3 on celery3 first: refused, nothing started.
+    # Limited to the new node, the run could not stop partition 3 on celery3 first: refused before any change.
     limited = run_playbook("playbooks/celery.yml", "--limit", SPARE, inventories=(moved,))
     assert limited.returncode != 0 and "may still be running: two consumers of one partition" in output(limited), output(limited)[-3000:]
     assert not host(SPARE).service("celery-worker@3").is_running and host(SHARED).service("celery-worker@3").is_running
+    assert not host(SPARE).file("/opt/celery-worker").exists, "the refused run changed the new node"
     sender = threading.Thread(target=load, daemon=True)
     sender.start()
     try:
