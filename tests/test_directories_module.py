@@ -1,0 +1,68 @@
+"""library/directories.py run by Ansible on this machine: creates, corrects, reports, and leaves a file alone."""
+
+from __future__ import annotations
+
+import grp
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from ansible_run import REPO
+
+GROUP = grp.getgrgid(1).gr_name  # a group other than root's own (daemon on Debian)
+
+
+def run_module(args: dict, *options: str) -> dict:
+    """ansible localhost -m directories with the repo's config; the module's result as a dict."""
+    command = [str(Path(sys.executable).parent / "ansible"), "localhost", "-M", str(REPO / "library"), "-m", "directories"]
+    command += ["-a", json.dumps(args), *options]
+    environment = {**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"), "ANSIBLE_STDOUT_CALLBACK": "json"}
+    environment["ANSIBLE_LOAD_CALLBACK_PLUGINS"] = "1"
+    done = subprocess.run(command, cwd=REPO, env=environment, capture_output=True, text=True, timeout=120, check=False)
+    output = json.loads(done.stdout)
+    return output["plays"][0]["tasks"][0]["hosts"]["localhost"]
+
+
+def attributes(path: Path) -> tuple[int, int]:
+    stat = path.stat()
+    return stat.st_gid, stat.st_mode & 0o7777
+
+
+def test_creates_missing_directories_and_parents_then_changes_nothing(tmp_path: Path) -> None:
+    paths = [tmp_path / "home" / "wheels", tmp_path / "conf"]
+    args = {"paths": [str(p) for p in paths], "owner": "root", "group": GROUP, "mode": "0750"}
+
+    first = run_module(args)
+
+    assert first["changed"] is True
+    assert first["changed_paths"] == [str(p) for p in paths]
+    for path in [*paths, tmp_path / "home"]:
+        assert attributes(path) == (1, 0o750), path
+    second = run_module(args)
+    assert second["changed"] is False
+    assert second["changed_paths"] == []
+
+
+def test_corrects_a_drifted_mode_and_check_mode_only_reports_it(tmp_path: Path) -> None:
+    target = tmp_path / "data"
+    target.mkdir(mode=0o700)
+    args = {"paths": [str(target)], "owner": "root", "group": GROUP, "mode": "0750"}
+
+    checked = run_module(args, "--check")
+
+    assert checked["changed"] is True
+    assert attributes(target) == (0, 0o700)
+    corrected = run_module(args)
+    assert corrected["changed"] is True
+    assert attributes(target) == (1, 0o750)
+
+
+def test_refuses_a_file_in_the_way(tmp_path: Path) -> None:
+    (tmp_path / "taken").write_text("")
+
+    result = run_module({"paths": [str(tmp_path / "taken")]})
+
+    assert result.get("failed") is True
+    assert "exists and is not a directory" in result["msg"]
