@@ -24,6 +24,26 @@ table() {
     printf '%-28s %8d  %s\n' "${name}" "${seconds}" "${state}"
   done <"${rows}"
   printf '%-28s %8d  (%d min %02d s)\n' "total (wall clock)" "${total}" $((total / 60)) $((total % 60))
+  rerun_table
+}
+
+# Each Molecule scenario's converge and its idempotent re-run, from the timer callback's line after each step.
+rerun_table() {
+  local log
+  for log in "${results}"/*.log; do
+    [[ -f ${log} ]] || continue
+    awk -v name="$(basename "${log}" .log)" '
+      /(converge|idempotence).*Executing/ { step = ($0 ~ /idempotence/) ? "idempotence" : "converge" }
+      /Playbook run took/ && step != "" {
+        took = $0; sub(/.*took /, "", took); gsub(/[^0-9]+/, " ", took); split(took, t, " ")
+        seconds[step] = ((t[1] * 24 + t[2]) * 60 + t[3]) * 60 + t[4]; step = ""
+      }
+      END {
+        if (seconds["converge"] > 0 && ("idempotence" in seconds))
+          printf "%-28s %8d s converge, %d s idempotent re-run (%d %%)\n", name, seconds["converge"], seconds["idempotence"],
+            100 * seconds["idempotence"] / seconds["converge"]
+      }' "${log}"
+  done
 }
 
 # One phase in the foreground, its output straight to the terminal.
