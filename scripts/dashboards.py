@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Grafana dashboards of the stack, as code: `python scripts/dashboards.py` writes roles/grafana/files/dashboards/*.json.
+"""Grafana dashboards of the stack, as code: `python scripts/dashboards.py` writes monitoring/dashboards/*.json.
 
 The JSON files are committed (the grafana role copies them); tests/test_dashboards.py fails when they differ from
 what this script writes, and checks every query with promtool. Panels use only the datasource the role provisions
@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-OUTPUT = Path(__file__).resolve().parent.parent / "roles" / "grafana" / "files" / "dashboards"
+OUTPUT = Path(__file__).resolve().parent.parent / "monitoring" / "dashboards"
 DATASOURCE = {"type": "prometheus", "uid": "prometheus"}
 RATE = "$__rate_interval"
 

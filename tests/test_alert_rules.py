@@ -1,6 +1,6 @@
 """Every alert rule fires when it should and stays quiet otherwise: promtool unit tests on the rendered rules.
 
-The rules are rendered from the prometheus role's template with its defaults, as a deployment gets them, and checked
+The rules are rendered from monitoring/kcs-alerts.yml.j2 with its defaults, as a deployment gets them, and checked
 with `promtool check rules` (syntax, annotation templates). The unit tests in tests/prometheus/alerts_test.yml then
 run against a copy without annotations: promtool compares annotations in full, and ours are long runbook texts.
 """
@@ -23,7 +23,7 @@ pytestmark = pytest.mark.skipif(not PROMTOOL.is_file(), reason="needs .cache/bin
 
 
 def runbooks_script():
-    """scripts/runbooks.py, which renders the rules with the role's defaults and writes docs/runbooks.md from them."""
+    """scripts/runbooks.py, which renders the rules with their defaults and writes docs/runbooks.md from them."""
     return load("scripts/runbooks.py", "runbooks")
 
 
@@ -48,6 +48,17 @@ def test_every_rule_carries_a_runbook(rendered: Path) -> None:
         assert rule["labels"]["severity"] in {"critical", "warning"}, rule["alert"]
 
 
+def test_settings_from_the_inventory_reach_the_rules(tmp_path: Path) -> None:
+    """A threshold set in the inventory replaces its default; a runbook URL becomes an annotation of its own per rule."""
+    settings = {"kcs_alert_consumer_lag_threshold": 5, "kcs_alert_runbook_url": "https://wiki.example/runbooks"}
+    rules = {rule["alert"]: rule for rule in rules_of(runbooks_script().render_rules(tmp_path / "rules.yml", settings))}
+
+    assert rules["KafkaConsumerLagHigh"]["expr"].rstrip().endswith("> 5"), rules["KafkaConsumerLagHigh"]["expr"]
+    for name, rule in rules.items():
+        assert rule["annotations"]["runbook_url"] == f"https://wiki.example/runbooks#{name.lower()}"
+        assert "runbook_url" not in rule["annotations"]["runbook"], name
+
+
 def test_the_runbooks_document_lists_every_rule_as_rendered(rendered: Path) -> None:
     """docs/runbooks.md's alert table is generated from the rules (their runbook annotations are the one source)."""
     module = runbooks_script()
@@ -59,7 +70,7 @@ def test_every_rule_has_a_firing_and_a_quiet_case() -> None:
     cases = [case for test in spec["tests"] for case in test.get("alert_rule_test", [])]
     firing = {case["alertname"] for case in cases if case.get("exp_alerts")}
     quiet = {case["alertname"] for case in cases if not case.get("exp_alerts")}
-    template = REPO / "roles" / "prometheus" / "templates" / "rules" / "kcs-alerts.yml.j2"
+    template = REPO / "monitoring" / "kcs-alerts.yml.j2"
     names = {line.split("alert:", 1)[1].strip() for line in template.read_text().splitlines() if line.strip().startswith("- alert:")}
     assert len(names) == 10
     assert names - firing == set(), "rules without a test that makes them fire"

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parent.parent
-DASHBOARDS = REPO / "roles" / "grafana" / "files" / "dashboards"
+DASHBOARDS = REPO / "monitoring" / "dashboards"
 PROMTOOL = REPO / ".cache" / "bin" / "promtool"
 
 

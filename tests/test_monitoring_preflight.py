@@ -28,6 +28,10 @@ def run_preflight(tmp_path: Path, variables: dict, drop: tuple[str, ...] = ()) -
     settings = {**GOOD, **variables}
     for name in drop:
         settings.pop(name)
+    # In the inventory's group_vars/ directory, as inventories/example keeps them: those files outrank the playbook's
+    # group_vars/all.yml (prometheus_scrape_groups is set there), a group's vars written in hosts.yml do not.
+    (tmp_path / "group_vars").mkdir(exist_ok=True)
+    (tmp_path / "group_vars" / "monitoring.yml").write_text(yaml.safe_dump(settings))
     inventory = tmp_path / "hosts.yml"
     inventory.write_text(
         yaml.safe_dump(
@@ -38,10 +42,7 @@ def run_preflight(tmp_path: Path, variables: dict, drop: tuple[str, ...] = ()) -
                         "ansible_python_interpreter": sys.executable,
                         "celery_kafka_exporter_wheels_dir": str(wheels),
                     },
-                    "children": {
-                        "kafka": {"hosts": {"k1": {}}},
-                        "monitoring": {"hosts": {"m1": {}}, "vars": settings},
-                    },
+                    "children": {"kafka": {"hosts": {"k1": {}}}, "monitoring": {"hosts": {"m1": {}}}},
                 }
             }
         )
