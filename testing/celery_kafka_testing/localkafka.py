@@ -382,7 +382,10 @@ class Worker:
     def records(self, run_id: str | None = None) -> list[dict]:
         if not self.results.exists():
             return []
-        rows = [json.loads(line) for line in self.results.read_text().splitlines() if line.strip()]
+        text = self.results.read_text()
+        # Only lines that end in a newline: a read can catch the worker's last record half written.
+        complete = text[: text.rfind("\n") + 1]
+        rows = [json.loads(line) for line in complete.splitlines() if line.strip()]
         return [row for row in rows if run_id is None or row.get("run_id") == run_id]
 
     def log(self) -> str:
