@@ -65,6 +65,11 @@ def test_parse_results_keeps_only_the_run_and_the_line_order():
     assert parse_results(text, "r1", "n1") == [ran("a", "k", 0, 1), ran("b", "k", 1, 2)]
 
 
+def test_parse_results_skips_a_record_still_being_written():
+    done = json.dumps({"task_id": "a", "key": "k", "seq": 0, "run_id": "r1"})
+    assert parse_results(done + '\n{"task_id": "b", "key": ', "r1", "n1") == [ran("a", "k", 0, 0)]
+
+
 def test_load_retries_a_failed_publish_with_the_same_id():
     calls: list[tuple[str, str, int]] = []
 

@@ -377,7 +377,9 @@ def worker_unit(partition: int) -> str:
 
 def records(node: Host, run_id: str) -> list[dict]:
     """The task runs of `run_id` on one worker node, in the order the node ran them (its results file's order)."""
-    content = node.run(f'grep -F \'"run_id": "{run_id}"\' {RESULTS} || true').stdout
+    # `wc -l` counts finished lines: the worker may be writing the last one (grep would print it half written).
+    finished = f'head -n "$(wc -l < {RESULTS})" {RESULTS} | grep -F \'"run_id": "{run_id}"\''
+    content = node.run(f"[ -f {RESULTS} ] && {finished} || true").stdout
     return [row for row in (json.loads(line) for line in content.splitlines() if line.strip()) if row.get("run_id") == run_id]
 
 

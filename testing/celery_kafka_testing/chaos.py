@@ -54,10 +54,15 @@ class Completion:
     finished_at: float = 0.0
 
 
+def complete_lines(text: str) -> list[str]:
+    """The lines of a results file that a worker finished writing: a read can catch its last record half written."""
+    return text[: text.rfind("\n") + 1].splitlines()
+
+
 def parse_results(text: str, run_id: str, node: str) -> list[Completion]:
     """The completions of `run_id` in a worker's results file (JSON lines written by demo_app.tasks.record)."""
     found = []
-    for line_number, line in enumerate(text.splitlines()):
+    for line_number, line in enumerate(complete_lines(text)):
         if not line.strip():
             continue
         row = json.loads(line)

@@ -34,6 +34,8 @@ T = TypeVar("T")
 
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from celery_kafka_testing.chaos import complete_lines
+
 
 def free_port() -> int:
     with socket.socket() as probe:
@@ -382,10 +384,7 @@ class Worker:
     def records(self, run_id: str | None = None) -> list[dict]:
         if not self.results.exists():
             return []
-        text = self.results.read_text()
-        # Only lines that end in a newline: a read can catch the worker's last record half written.
-        complete = text[: text.rfind("\n") + 1]
-        rows = [json.loads(line) for line in complete.splitlines() if line.strip()]
+        rows = [json.loads(line) for line in complete_lines(self.results.read_text()) if line.strip()]
         return [row for row in rows if run_id is None or row.get("run_id") == run_id]
 
     def log(self) -> str:
