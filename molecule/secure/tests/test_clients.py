@@ -30,7 +30,7 @@ from celery_kafka.partitioning import partition_for_key
 from celery_kafka.security import KafkaSecurity
 from celery_kafka.settings import WorkerEnvironment
 from celery_kafka.tasks import send_keyed
-from verify_support import address, host, poll, rolling_restart_by
+from verify_support import address, host, poll, registered_tasks, rolling_restart_by
 
 SCENARIO = Path(__file__).resolve().parents[1]
 BROKERS = ("secure-kafka1", "secure-kafka2", "secure-kafka3")
@@ -84,9 +84,16 @@ def test_keyed_task_sent_over_sasl_ssl_runs_on_the_worker(env):
     assert (row["key"], row["partition"]) == (key, 0)
 
 
+def test_a_production_style_worker_registers_only_the_apps_own_tasks():
+    """Deployed as a team deploys its app (no DEMO_APP_FAULT_TASKS here): the worker's startup banner lists the app's
+    four tasks and nothing else, no fault task (crash, memory_hog) and nothing from the celery_kafka library."""
+    app_tasks = {f"demo_app.tasks.{name}" for name in ("record", "export", "tick", "flaky")}
+    assert registered_tasks(host(WORKER), 0) == app_tasks
+
+
 @pytest.mark.parametrize(
     ("name", "path"),
-    [(WORKER, "/etc/celery-worker/worker.env"), (MONITOR, "/etc/celery-kafka-exporter/exporter.env")],
+    [(WORKER, "/etc/celery-worker/kafka-client.env"), (MONITOR, "/etc/celery-kafka-exporter/exporter.env")],
     ids=["worker", "lag-exporter"],
 )
 def test_environment_files_with_kafka_passwords_are_root_only(name, path):
