@@ -150,6 +150,12 @@ def unit_property(node: Host, unit: str, name: str) -> str:
     return node.run(f"systemctl show {unit} --property={name} --value").stdout.strip()
 
 
+def registered_tasks(node: Host, partition: int) -> set[str]:
+    """The tasks a worker registered, from the `[tasks]` list of its latest startup banner in the journal."""
+    banner = node.run(f"journalctl --unit celery-worker@{partition} --no-pager --output cat").stdout.split("[tasks]")[-1]
+    return {line.split(". ", 1)[1].strip() for line in banner.splitlines() if line.strip().startswith(". ")}
+
+
 # --- Commands and playbook runs -----------------------------------------------------------------------------------
 
 

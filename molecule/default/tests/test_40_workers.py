@@ -37,6 +37,7 @@ from verify_support import (
     output,
     poll,
     records,
+    registered_tasks,
     run_playbook,
     unit_property,
     wait_full_isr,
@@ -105,9 +106,7 @@ def test_workers_run_the_deployed_application_and_only_its_tasks():
         node = host(name)
         assert " -A demo_app.celery:app worker " in unit(node, partition, "ExecStart")
         assert node.run("/opt/celery-worker/venv/bin/pip show celery-kafka-demo-app").rc == 0
-        banner = node.run(f"journalctl --unit celery-worker@{partition} --no-pager --output cat").stdout
-        registered = {line.split(". ", 1)[1].strip() for line in banner.split("[tasks]")[-1].splitlines() if line.strip().startswith(". ")}
-        assert registered == DEMO_TASKS, registered
+        assert registered_tasks(node, partition) == DEMO_TASKS
 
 
 def test_an_application_that_does_not_import_is_refused_before_any_restart():
