@@ -1,7 +1,7 @@
 """`--tags kafka|celery|monitoring` select their part of site.yml and nothing else (ansible-playbook --list-tasks).
 
 Every role's argument validation is tagged `always` by Ansible, so it is left out of the comparison. The default
-Molecule scenario runs the monitoring and celery tags for real on a converged stack.
+Molecule scenario runs the celery and monitoring tags live, in check mode, on a converged stack.
 """
 
 from __future__ import annotations
