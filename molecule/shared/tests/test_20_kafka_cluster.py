@@ -154,27 +154,28 @@ def test_playbook_refuses_fewer_partitions_before_touching_brokers():
 )
 def test_rolling_restart_refuses_to_take_a_node_down_while_the_cluster_is_unhealthy():
     """The health gate's refusal path: with one broker stopped (and left out of the run, so the converge does not
-    start it again), a change that needs a rolling restart must stop before restarting any node, keep the nodes
-    flagged, and name the problem."""
-    setting = {
-        "kafka_extra_properties": {"log.cleaner.backoff.ms": 15000},
-        "kafka_restart_health_retries": 3,
-        "kafka_restart_health_delay": 2,
-    }
+    start it again), flagged nodes must not be restarted; the run stops, keeps the nodes flagged and names the problem.
+    The nodes are flagged the way the role's README tells an operator to restart a cluster on purpose (touch the flag,
+    run the kafka_restart tag); that a configuration change sets the flag is checked by every rolling-restart test."""
+    flag = "/var/lib/kafka/restart-pending"
+    running = [name for name in TOPOLOGY.brokers if name != LAST]
+    setting = {"kafka_restart_health_retries": 3, "kafka_restart_health_delay": 2}
     host(LAST).run_expect([0], "systemctl stop kafka")
     try:
         assert not host(LAST).service("kafka").is_running, f"{LAST}'s kafka did not stop"
-        started = {name: unit_property(host(name), "kafka.service", "ExecMainStartTimestampMonotonic") for name in TOPOLOGY.brokers}
-        run = run_playbook("playbooks/kafka.yml", "--limit", f"all:!{LAST}", "-e", json.dumps(setting))
+        started = {name: unit_property(host(name), "kafka.service", "ExecMainStartTimestampMonotonic") for name in running}
+        for name in running:
+            host(name).run_expect([0], f"touch {flag}")
+        run = run_playbook("site.yml", "--tags", "kafka_restart", "--limit", f"all:!{LAST}", "-e", json.dumps(setting))
         assert run.returncode != 0, "the rolling restart went ahead on an unhealthy cluster"
         assert "so that no second node goes down" in output(run), output(run)[-3000:]
-        for name in TOPOLOGY.brokers:
-            if name == LAST:
-                continue
+        for name in running:
             now = unit_property(host(name), "kafka.service", "ExecMainStartTimestampMonotonic")
             assert now == started[name], f"{name} was restarted although the cluster was unhealthy"
-            assert host(name).file("/var/lib/kafka/restart-pending").exists, f"{name} lost its restart-pending flag"
+            assert host(name).file(flag).exists, f"{name} lost its restart-pending flag"
     finally:
+        for name in running:
+            host(name).run(f"rm -f {flag}")
         host(LAST).run("systemctl start kafka")
     wait_full_isr()
 
