@@ -15,7 +15,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cache
@@ -470,23 +470,34 @@ def rolling_config_change(setting: str, value: int) -> str:
     return summary
 
 
+# How long the node watch of rolling_restart_by keeps sampling fast after a node changed state.
+WATCH_SETTLE_SECONDS = 15
+
+
 def rolling_restart_by(extra_vars: dict) -> str:
     """Run playbooks/kafka.yml with `extra_vars`, a change that restarts every node, and watch every node's own state
-    several times a second while it rolls out: every node goes down exactly once, never two at the same time,
-    dedicated controllers before brokers, and systemd agrees each one restarted. Returns a one-line summary."""
+    while it rolls out (five times a second around each restart): every node goes down exactly once, never two at the
+    same time, dedicated controllers before brokers, and systemd agrees each one restarted. Returns a one-line summary."""
     topology = inventory()
     nodes = {name: address(name) for name in topology.kafka_nodes}
     samples: list[tuple[float, dict[str, bool]]] = []
     stop = threading.Event()
 
     def watch() -> None:
+        # A sample costs each JVM a walk of its MBeans (about 45 ms of CPU). A restart keeps a node down for seconds,
+        # so once a second is enough while every node is up; while one is down and for a while after, when a second
+        # node going down too would show, five times a second.
         last = dict.fromkeys(nodes, True)
+        last_change = 0.0
         while not stop.is_set():
             for name, ip in nodes.items():
                 state = node_up(ip, name in topology.brokers)
                 last[name] = last[name] if state is None else state
+            if samples and last != samples[-1][1]:
+                last_change = time.monotonic()
             samples.append((time.time(), dict(last)))
-            time.sleep(0.2)
+            settled = all(last.values()) and time.monotonic() - last_change > WATCH_SETTLE_SECONDS
+            time.sleep(1.0 if settled else 0.2)
 
     before = {name: unit_property(host(name), "kafka.service", "ExecMainStartTimestampMonotonic") for name in nodes}
     watcher = threading.Thread(target=watch, daemon=True)
@@ -547,3 +558,37 @@ def pytest_collection_modifyitems(items: list) -> None:
     Loaded as a pytest plugin through PYTEST_PLUGINS (.config/molecule/config.yml); the sort is stable, so tests keep
     their order within a file."""
     items.sort(key=lambda item: Path(str(item.fspath)).name)
+
+
+# --- Where the CPU goes -------------------------------------------------------------------------------------------
+# The suite shares 2 cores between two lanes, so a test's wall time says more about its neighbours than about itself.
+# The machine's busy CPU seconds (all processes, from /proc/stat) while each test ran tell what the test costs.
+
+_CPU_SECONDS: list[tuple[float, float, str]] = []
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds the whole machine spent busy (user, nice, system, irq, softirq, steal) since boot."""
+    fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(value) for value in fields[:8])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
+    started, busy = time.monotonic(), machine_busy_seconds()
+    try:
+        return (yield)
+    finally:
+        _CPU_SECONDS.append((machine_busy_seconds() - busy, time.monotonic() - started, item.name))
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if not _CPU_SECONDS:
+        return
+    terminalreporter.section("machine CPU seconds per test (all processes, both lanes)")
+    for cpu, wall, name in sorted(_CPU_SECONDS, reverse=True)[:15]:
+        terminalreporter.write_line(f"{cpu:8.0f} cpu-s {wall:7.0f} s  {name}")
+    total_cpu = sum(cpu for cpu, _, _ in _CPU_SECONDS)
+    total_wall = sum(wall for _, wall, _ in _CPU_SECONDS)
+    terminalreporter.write_line(f"{total_cpu:8.0f} cpu-s {total_wall:7.0f} s  all {len(_CPU_SECONDS)} tests")

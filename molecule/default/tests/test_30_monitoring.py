@@ -157,11 +157,12 @@ def test_lag_alert_goes_pending_then_firing_and_reaches_alertmanager(prometheus,
             return None
 
         poll(lambda: reached("pending"), 60, "KafkaConsumerLagHigh pending", interval=1)
+
         # The alert may go pending on a sample scraped while the tasks were still being sent: wait for one
         # scraped after the last send, which must show every queued task.
         def full_lag():
             lag = query(prometheus, 'kafka_consumergroup_lag{topic="celery.tasks",partition="0"}')
-            return lag and float(lag[0]["value"][1]) >= LAG_TASKS or None
+            return (lag and float(lag[0]["value"][1]) >= LAG_TASKS) or None
 
         poll(full_lag, 60, f"a lag of at least {LAG_TASKS} on partition 0 in Prometheus", interval=1)
         poll(lambda: reached("firing"), 90, "KafkaConsumerLagHigh firing", interval=1)

@@ -233,7 +233,8 @@ def test_broker_jvm_killed_with_sigkill_comes_back(app):
 
 def test_rolling_restart_through_the_playbook(app):
     """A changed server.properties flags every broker; the playbook's serial play restarts them one at a time while
-    the load runs, and every node's own state, sampled several times a second, shows never two down at once."""
+    the load runs, and every node's own state, sampled five times a second around each restart, shows never two down
+    at once."""
 
     def fault(load: LoadGenerator) -> str:
         poll(lambda: load.sent_so_far >= 500, timeout=120, message="load under way")
