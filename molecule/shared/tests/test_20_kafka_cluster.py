@@ -22,6 +22,7 @@ from verify_support import (
     inventory,
     kafka_tool,
     output,
+    poll,
     produce_and_consume,
     rolling_config_change,
     run_module,
@@ -106,13 +107,14 @@ def test_jmx_exporter_serves_kafka_metrics(name):
     assert 'kafka_server_raft_metrics_current_state{state="' in body
 
 
+SCRATCH = "verify.scratch"
+
+
 def topic_module(partitions: int, replication: int = 3):
     spec = {
         "bootstrap_servers": ",".join(f"{name}:9091" for name in TOPOLOGY.brokers),
         "kafka_home": "/opt/kafka/current",
-        "topics": [
-            {"name": "verify.scratch", "partitions": partitions, "replication_factor": replication, "config": {"retention.ms": 3600000}}
-        ],
+        "topics": [{"name": SCRATCH, "partitions": partitions, "replication_factor": replication, "config": {"retention.ms": 3600000}}],
     }
     return run_module(FIRST, "kafka_topics", spec)
 
@@ -122,12 +124,20 @@ def topic_module(partitions: int, replication: int = 3):
 ONCE = pytest.mark.skipif(TOPOLOGY.dedicated, reason="topology-independent: checked in the combined topology (default scenario)")
 
 
+def remove_scratch_topic() -> None:
+    """A verify run earlier on the same cluster left the scratch topic with 4 partitions: start from none."""
+    if SCRATCH in admin().list_topics(timeout=10).topics:
+        admin().delete_topics([SCRATCH], operation_timeout=15)[SCRATCH].result(timeout=30)
+        poll(lambda: SCRATCH not in admin().list_topics(timeout=10).topics, timeout=60, message=f"{SCRATCH} deleted")
+
+
 @ONCE
 def test_topic_module_creates_grows_and_refuses_to_shrink():
+    remove_scratch_topic()
     created = topic_module(2)
     assert created.returncode == 0 and '"changed": true' in created.stdout, created.stdout[-3000:]
     grown = topic_module(4)
-    assert "raise verify.scratch partitions from 2 to 4" in grown.stdout, grown.stdout[-3000:]
+    assert f"raise {SCRATCH} partitions from 2 to 4" in grown.stdout, grown.stdout[-3000:]
     again = topic_module(4)
     assert again.returncode == 0 and '"changed": false' in again.stdout, again.stdout[-3000:]
     shrink = topic_module(3)
@@ -135,8 +145,8 @@ def test_topic_module_creates_grows_and_refuses_to_shrink():
     assert "refusing to lower partitions from 4 to 3" in shrink.stdout, shrink.stdout[-3000:]
     replication = topic_module(4, replication=2)
     assert "refusing to lower the replication factor from 3 to 2" in replication.stdout, replication.stdout[-3000:]
-    metadata = admin().list_topics("verify.scratch", timeout=10)
-    assert len(metadata.topics["verify.scratch"].partitions) == 4, "a refused change must leave the topic as it was"
+    metadata = admin().list_topics(SCRATCH, timeout=10)
+    assert len(metadata.topics[SCRATCH].partitions) == 4, "a refused change must leave the topic as it was"
 
 
 @ONCE
