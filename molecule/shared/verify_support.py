@@ -35,6 +35,8 @@ NETWORK = f"kcs-{SCENARIO.replace('_', '-')}"
 BIN = Path(sys.executable).parent
 
 KAFKA_HOME = "/opt/kafka/current"
+# The kafka role's mark of a node whose change waits for the rolling restart (kafka_state_dir/restart-pending).
+RESTART_FLAG = "/var/lib/kafka/restart-pending"
 CLIENT_PORT = 9092
 TASK_TOPIC = "celery.tasks"
 DLQ_TOPIC = "celery.tasks.dlq"
@@ -513,7 +515,7 @@ def rolling_restart_by(extra_vars: dict) -> str:
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
 
     for name in nodes:
-        assert not host(name).file("/var/lib/kafka/restart-pending").exists
+        assert not host(name).file(RESTART_FLAG).exists
     assert len(samples) > 50, "too few samples of node state"
     windows = {name: down_intervals(samples, name) for name in nodes}
     for name, intervals in windows.items():
@@ -586,7 +588,7 @@ def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     if not _CPU_SECONDS:
         return
-    terminalreporter.section("machine CPU seconds per test (all processes, both lanes)")
+    terminalreporter.section("machine CPU seconds per test (every process on the machine, another lane's too)")
     for cpu, wall, name in sorted(_CPU_SECONDS, reverse=True)[:15]:
         terminalreporter.write_line(f"{cpu:8.0f} cpu-s {wall:7.0f} s  {name}")
     total_cpu = sum(cpu for cpu, _, _ in _CPU_SECONDS)

@@ -15,6 +15,8 @@ from confluent_kafka.admin import ConfigResource
 from kafka_cli import parse_quorum_replication, parse_quorum_status
 from verify_support import (
     DLQ_TOPIC,
+    KAFKA_HOME,
+    RESTART_FLAG,
     TASK_TOPIC,
     address,
     admin,
@@ -113,7 +115,7 @@ SCRATCH = "verify.scratch"
 def topic_module(partitions: int, replication: int = 3):
     spec = {
         "bootstrap_servers": ",".join(f"{name}:9091" for name in TOPOLOGY.brokers),
-        "kafka_home": "/opt/kafka/current",
+        "kafka_home": KAFKA_HOME,
         "topics": [{"name": SCRATCH, "partitions": partitions, "replication_factor": replication, "config": {"retention.ms": 3600000}}],
     }
     return run_module(FIRST, "kafka_topics", spec)
@@ -167,7 +169,6 @@ def test_rolling_restart_refuses_to_take_a_node_down_while_the_cluster_is_unheal
     start it again), flagged nodes must not be restarted; the run stops, keeps the nodes flagged and names the problem.
     The nodes are flagged the way the role's README tells an operator to restart a cluster on purpose (touch the flag,
     run the kafka_restart tag); that a configuration change sets the flag is checked by every rolling-restart test."""
-    flag = "/var/lib/kafka/restart-pending"
     running = [name for name in TOPOLOGY.brokers if name != LAST]
     setting = {"kafka_restart_health_retries": 3, "kafka_restart_health_delay": 2}
     host(LAST).run_expect([0], "systemctl stop kafka")
@@ -175,17 +176,17 @@ def test_rolling_restart_refuses_to_take_a_node_down_while_the_cluster_is_unheal
         assert not host(LAST).service("kafka").is_running, f"{LAST}'s kafka did not stop"
         started = {name: unit_property(host(name), "kafka.service", "ExecMainStartTimestampMonotonic") for name in running}
         for name in running:
-            host(name).run_expect([0], f"touch {flag}")
+            host(name).run_expect([0], f"touch {RESTART_FLAG}")
         run = run_playbook("site.yml", "--tags", "kafka_restart", "--limit", f"all:!{LAST}", "-e", json.dumps(setting))
         assert run.returncode != 0, "the rolling restart went ahead on an unhealthy cluster"
         assert "so that no second node goes down" in output(run), output(run)[-3000:]
         for name in running:
             now = unit_property(host(name), "kafka.service", "ExecMainStartTimestampMonotonic")
             assert now == started[name], f"{name} was restarted although the cluster was unhealthy"
-            assert host(name).file(flag).exists, f"{name} lost its restart-pending flag"
+            assert host(name).file(RESTART_FLAG).exists, f"{name} lost its restart-pending flag"
     finally:
         for name in running:
-            host(name).run(f"rm -f {flag}")
+            host(name).run(f"rm -f {RESTART_FLAG}")
         host(LAST).run("systemctl start kafka")
     wait_full_isr()
 
