@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+import requests
 import testinfra
 from testinfra.host import Host
 
@@ -424,8 +425,6 @@ def node_up(node_address: str, is_broker: bool) -> bool | None:
     """The node's own report through its JMX exporter: a broker is up when its BrokerState is RUNNING, a dedicated
     controller when it takes part in the quorum (any state but resigned). False when the JVM refuses the connection
     or reports another state; None when it is merely slow to answer (a busy JVM is not a down node)."""
-    import requests
-
     try:
         body = requests.get(f"http://{node_address}:7071/metrics", timeout=3).text
     except requests.ConnectionError as error:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+import uuid
 from collections import defaultdict
 from itertools import pairwise
 
@@ -57,8 +58,6 @@ def app():
 
 @pytest.fixture
 def run_id() -> str:
-    import uuid
-
     return uuid.uuid4().hex[:8]
 
 
