@@ -3,26 +3,15 @@
 from __future__ import annotations
 
 import grp
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
-from ansible_run import REPO
+from ansible_run import run_module as run_ansible_module
 
 GROUP = grp.getgrgid(1).gr_name  # a group other than root's own (daemon on Debian)
 
 
 def run_module(args: dict, *options: str) -> dict:
-    """ansible localhost -m directories with the repo's config; the module's result as a dict."""
-    command = [str(Path(sys.executable).parent / "ansible"), "localhost", "-M", str(REPO / "library"), "-m", "directories"]
-    command += ["-a", json.dumps(args), *options]
-    environment = {**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"), "ANSIBLE_STDOUT_CALLBACK": "json"}
-    environment["ANSIBLE_LOAD_CALLBACK_PLUGINS"] = "1"
-    done = subprocess.run(command, cwd=REPO, env=environment, capture_output=True, text=True, timeout=120, check=False)
-    output = json.loads(done.stdout)
-    return output["plays"][0]["tasks"][0]["hosts"]["localhost"]
+    return run_ansible_module("directories", args, *options)
 
 
 def attributes(path: Path) -> tuple[int, int]:

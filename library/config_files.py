@@ -1,0 +1,162 @@
+#!/usr/bin/python
+# Copyright: kafka-celery-stack contributors
+# Apache License 2.0
+"""Ansible module: several small files written from content the controller rendered, in one module run."""
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: config_files
+short_description: Write several small files (rendered on the controller) in one module run
+description:
+  - Does for each file what M(ansible.builtin.copy) with O(ansible.builtin.copy#module:content) does (atomic replace,
+    owner, group, mode), but in one module run instead of two per file (a remote C(stat), then C(file)). A re-run
+    over a role's configuration files costs one round trip per host instead of two per file.
+  - Render a template with C(lookup('ansible.builtin.template', 'name.j2')), which finds it in the role's
+    C(templates/) as M(ansible.builtin.template) does.
+  - The parent directory must exist. Supports check mode and diff (per file, the content and attributes that change).
+  - Mark the task C(no_log) when a file holds secrets; the module's arguments carry the content.
+options:
+  files:
+    description: The files to write.
+    type: list
+    elements: dict
+    required: true
+    suboptions:
+      path:
+        description: Where the file goes.
+        type: path
+        required: true
+      content:
+        description: The whole content of the file.
+        type: str
+        required: true
+      owner:
+        description: Owner of this file, instead of O(owner).
+        type: str
+      group:
+        description: Group of this file, instead of O(group).
+        type: str
+      mode:
+        description: Mode of this file, instead of O(mode).
+        type: raw
+      validate:
+        description:
+          - A command that checks the new content before it replaces the file, with C(%s) where the new file's path
+            goes (as in M(ansible.builtin.template)). Runs only when the content changed. Files are written in
+            the order given, so a check may read files written before it in the same list.
+        type: str
+  owner:
+    description: Owner of every file (name or uid).
+    type: str
+  group:
+    description: Group of every file (name or gid).
+    type: str
+  mode:
+    description: Mode of every file, as an octal string such as V(0640).
+    type: raw
+"""
+
+EXAMPLES = r"""
+- name: Write Kafka's configuration
+  config_files:
+    owner: root
+    group: kafka
+    mode: "0640"
+    files:
+      - path: /etc/kafka/server.properties
+        content: "{{ lookup('ansible.builtin.template', 'server.properties.j2') }}"
+      - path: /etc/systemd/system/kafka.service
+        content: "{{ lookup('ansible.builtin.template', 'kafka.service.j2') }}"
+        group: root
+        mode: "0644"
+"""
+
+RETURN = r"""
+changed_paths:
+  description: The files written or whose attributes were corrected.
+  returned: always
+  type: list
+  elements: str
+"""
+
+import os
+import tempfile
+from pathlib import Path
+
+from ansible.module_utils.basic import AnsibleModule
+
+FILE_OPTIONS = {
+    "path": {"type": "path", "required": True},
+    "content": {"type": "str", "required": True},
+    "owner": {"type": "str"},
+    "group": {"type": "str"},
+    "mode": {"type": "raw"},
+    "validate": {"type": "str"},
+}
+
+
+def ensure_file(module: AnsibleModule, wanted: dict) -> tuple[bool, dict]:
+    """Write `wanted['content']` to `wanted['path']` if it differs, then set its attributes; return whether anything
+    changed, and the diff."""
+    path = Path(wanted["path"])
+    content = wanted["content"].encode("utf-8")
+    header = {"before_header": str(path), "after_header": str(path)}
+    if path.is_symlink() or (path.exists() and not path.is_file()):
+        module.fail_json(msg=f"{path} exists and is not a regular file")
+    if not path.parent.is_dir():
+        module.fail_json(msg=f"{path}: its directory {path.parent} does not exist")
+    current = path.read_bytes() if path.exists() else None
+    changed = current != content
+    diff = {**header, "before": "" if current is None else current.decode("utf-8", "replace"), "after": wanted["content"]}
+    if not changed:
+        diff = {**header, "before": {"path": str(path)}, "after": {"path": str(path)}}
+    if changed and module.check_mode:
+        return True, diff
+    if changed:
+        _replace(module, path, content, wanted.get("validate"))
+    attributes = {**module.load_file_common_arguments(module.params, path=str(path))}
+    for name in ("owner", "group", "mode"):
+        if wanted.get(name) is not None:
+            attributes[name] = wanted[name]
+    attributes_changed = module.set_fs_attributes_if_different(attributes, False, diff=None if changed else diff)
+    return changed or attributes_changed, diff
+
+
+def _replace(module: AnsibleModule, path: Path, content: bytes, validate: str | None) -> None:
+    """Write beside the file, check it, and move it in place, so a reader never sees half a file or a refused one."""
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(handle, "wb") as out:
+            out.write(content)
+        if validate:
+            if "%s" not in validate:
+                module.fail_json(msg=f"{path}: validate must contain %s, where the new file's path goes: {validate}")
+            rc, out, err = module.run_command(validate % temporary)
+            if rc != 0:
+                module.fail_json(msg=f"{path}: the new content failed the check {validate!r}", rc=rc, stdout=out, stderr=err)
+        module.atomic_move(temporary, str(path), unsafe_writes=False)
+    finally:
+        Path(temporary).unlink(missing_ok=True)
+
+
+def main() -> None:
+    module = AnsibleModule(
+        argument_spec={"files": {"type": "list", "elements": "dict", "required": True, "options": FILE_OPTIONS}},
+        # owner, group and mode (and the rest of ansible.builtin.file's attributes) apply to every file.
+        add_file_common_args=True,
+        supports_check_mode=True,
+    )
+    changed_paths = []
+    diffs = []
+    for wanted in module.params["files"]:
+        changed, diff = ensure_file(module, wanted)
+        if changed:
+            changed_paths.append(wanted["path"])
+            diffs.append(diff)
+    module.exit_json(changed=bool(changed_paths), changed_paths=changed_paths, diff=diffs)
+
+
+if __name__ == "__main__":
+    main()
