@@ -78,6 +78,23 @@ def _shown(partitions: list[int]) -> str:
     return str(partitions[0]) if len(partitions) == 1 else "[" + ", ".join(map(str, partitions)) + "]"
 
 
+def unit_settings(partitions: list[int], paths: list[str], metrics_port: int | str) -> list[dict[str, str]]:
+    """Each worker unit's own settings file (its EnvironmentFile, at the matching path): the port its metrics are
+    served on, celery_worker_metrics_port plus the partition's position in the node's list (Prometheus' celery_workers
+    job numbers them the same way). In the shape the config_files module takes."""
+    return [
+        {
+            "path": path,
+            "content": f"# celery-worker@{partition}.service (managed by Ansible)\n"
+            f"CELERY_KAFKA_METRICS_PORT={int(metrics_port) + position}\n",
+        }
+        for position, (partition, path) in enumerate(zip(partitions, paths, strict=True))
+    ]
+
+
 class FilterModule:
     def filters(self) -> dict[str, Any]:
-        return {"celery_worker_ownership": lambda hosts, hostvars, default_queue: ownership(hosts, hostvars, default_queue)}
+        return {
+            "celery_worker_ownership": lambda hosts, hostvars, default_queue: ownership(hosts, hostvars, default_queue),
+            "celery_worker_unit_settings": unit_settings,
+        }
