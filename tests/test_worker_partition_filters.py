@@ -58,3 +58,10 @@ def test_malformed_partition_settings_are_errors() -> None:
     assert "w2 celery_worker_partitions must be a non-empty list of partition numbers." in errors
     assert "w3 celery_worker_partitions must be a list of partition numbers." in errors
     assert "w4 celery_worker_partition must be a partition number, not 'two'." in errors
+
+
+def test_each_unit_of_a_node_serves_its_metrics_on_the_next_port() -> None:
+    files = partition_ownership.unit_settings([2, 3], ["/etc/w/worker-2.env", "/etc/w/worker-3.env"], "9808")
+    assert [entry["path"] for entry in files] == ["/etc/w/worker-2.env", "/etc/w/worker-3.env"]
+    assert files[0]["content"] == "# celery-worker@2.service (managed by Ansible)\nCELERY_KAFKA_METRICS_PORT=9808\n"
+    assert files[1]["content"].endswith("CELERY_KAFKA_METRICS_PORT=9809\n")
