@@ -15,6 +15,7 @@ description:
     over a role's configuration files costs one round trip per host instead of two per file.
   - Render a template with C(lookup('ansible.builtin.template', 'name.j2')), which finds it in the role's
     C(templates/) as M(ansible.builtin.template) does.
+  - O(owner), O(group) and O(mode) apply to every file that does not set its own.
   - The parent directory must exist. Supports check mode and diff (per file, the content and attributes that change).
   - Mark the task C(no_log) when a file holds secrets; the module's arguments carry the content.
 options:
@@ -47,15 +48,9 @@ options:
             goes (as in M(ansible.builtin.template)). Runs only when the content changed. Files are written in
             the order given, so a check may read files written before it in the same list.
         type: str
-  owner:
-    description: Owner of every file (name or uid).
-    type: str
-  group:
-    description: Group of every file (name or gid).
-    type: str
-  mode:
-    description: Mode of every file, as an octal string such as V(0640).
-    type: raw
+extends_documentation_fragment:
+  # owner, group, mode and the other file attributes: they apply to every file that does not set its own.
+  - ansible.builtin.files
 """
 
 EXAMPLES = r"""

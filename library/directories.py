@@ -20,18 +20,9 @@ options:
     type: list
     elements: path
     required: true
-  owner:
-    description: Owner of every path (name or uid).
-    type: str
-  group:
-    description: Group of every path (name or gid).
-    type: str
-  mode:
-    description: Mode of every path, as an octal string such as V(0750).
-    type: raw
-notes:
-  - The other attributes of M(ansible.builtin.file) (C(seuser), C(attributes), ...) are accepted too and apply to
-    every path.
+extends_documentation_fragment:
+  # owner, group, mode and the other file attributes: they apply to every path (and to the parents created).
+  - ansible.builtin.files
 """
 
 EXAMPLES = r"""
