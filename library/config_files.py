@@ -81,6 +81,7 @@ import tempfile
 from pathlib import Path
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.file_batch import exit_with_each, file_batch_module
 
 FILE_OPTIONS = {
     "path": {"type": "path", "required": True},
@@ -137,20 +138,8 @@ def _replace(module: AnsibleModule, path: Path, content: bytes, validate: str | 
 
 
 def main() -> None:
-    module = AnsibleModule(
-        argument_spec={"files": {"type": "list", "elements": "dict", "required": True, "options": FILE_OPTIONS}},
-        # owner, group and mode (and the rest of ansible.builtin.file's attributes) apply to every file.
-        add_file_common_args=True,
-        supports_check_mode=True,
-    )
-    changed_paths = []
-    diffs = []
-    for wanted in module.params["files"]:
-        changed, diff = ensure_file(module, wanted)
-        if changed:
-            changed_paths.append(wanted["path"])
-            diffs.append(diff)
-    module.exit_json(changed=bool(changed_paths), changed_paths=changed_paths, diff=diffs)
+    module = file_batch_module({"files": {"type": "list", "elements": "dict", "required": True, "options": FILE_OPTIONS}})
+    exit_with_each(module, module.params["files"], ensure_file, path_of=lambda wanted: wanted["path"])
 
 
 if __name__ == "__main__":

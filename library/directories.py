@@ -45,6 +45,7 @@ changed_paths:
 from pathlib import Path
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.file_batch import exit_with_each, file_batch_module
 
 
 def ensure_directory(module: AnsibleModule, path: str) -> tuple[bool, dict]:
@@ -73,20 +74,8 @@ def _attributes(module: AnsibleModule, path: str) -> dict:
 
 
 def main() -> None:
-    module = AnsibleModule(
-        argument_spec={"paths": {"type": "list", "elements": "path", "required": True}},
-        # owner, group, mode (and the rest of ansible.builtin.file's attributes) apply to every path.
-        add_file_common_args=True,
-        supports_check_mode=True,
-    )
-    changed_paths = []
-    diffs = []
-    for path in module.params["paths"]:
-        changed, diff = ensure_directory(module, path)
-        if changed:
-            changed_paths.append(path)
-            diffs.append(diff)
-    module.exit_json(changed=bool(changed_paths), changed_paths=changed_paths, diff=diffs)
+    module = file_batch_module({"paths": {"type": "list", "elements": "path", "required": True}})
+    exit_with_each(module, module.params["paths"], ensure_directory, path_of=str)
 
 
 if __name__ == "__main__":
