@@ -101,7 +101,8 @@ def ensure_file(module: AnsibleModule, wanted: dict) -> tuple[bool, dict]:
     header = {"before_header": str(path), "after_header": str(path)}
     if path.is_symlink() or (path.exists() and not path.is_file()):
         module.fail_json(msg=f"{path} exists and is not a regular file")
-    if not path.parent.is_dir():
+    # In check mode an earlier task may only have reported the directory it would create (as ansible.builtin.copy).
+    if not path.parent.is_dir() and not module.check_mode:
         module.fail_json(msg=f"{path}: its directory {path.parent} does not exist")
     current = path.read_bytes() if path.exists() else None
     changed = current != content

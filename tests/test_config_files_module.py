@@ -86,3 +86,13 @@ def test_refuses_a_directory_in_the_way_and_a_missing_parent(tmp_path: Path) -> 
 
     assert "exists and is not a regular file" in in_the_way["msg"]
     assert "does not exist" in no_parent["msg"]
+
+
+def test_check_mode_reports_a_file_whose_directory_an_earlier_task_would_create(tmp_path: Path) -> None:
+    target = tmp_path / "not-yet" / "server.properties"
+
+    checked = write([{"path": str(target), "content": "node.id=1\n"}], "--check")
+
+    assert checked.get("failed") is not True
+    assert checked["changed_paths"] == [str(target)]
+    assert not target.parent.exists()
