@@ -59,11 +59,13 @@ def test_corrects_a_drifted_mode_without_rewriting(tmp_path: Path) -> None:
     files = [{"path": str(target), "content": "X=1\n"}]
     write(files)
     target.chmod(0o666)
+    inode = target.stat().st_ino
 
     corrected = write(files)
 
     assert corrected["changed_paths"] == [str(target)]
     assert attributes(target) == (1, 0o640)
+    assert target.stat().st_ino == inode  # a rewrite would have moved a new file in place
 
 
 def test_content_that_fails_validation_never_replaces_the_file(tmp_path: Path) -> None:
