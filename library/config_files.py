@@ -106,17 +106,17 @@ def ensure_file(module: AnsibleModule, wanted: dict) -> tuple[bool, dict]:
         module.fail_json(msg=f"{path}: its directory {path.parent} does not exist")
     current = path.read_bytes() if path.exists() else None
     changed = current != content
-    diff = {**header, "before": "" if current is None else current.decode("utf-8", "replace"), "after": wanted["content"]}
-    if not changed:
-        diff = {**header, "before": {"path": str(path)}, "after": {"path": str(path)}}
-    if changed and module.check_mode:
-        return True, diff
     if changed:
+        before = "" if current is None else current.decode("utf-8", "replace")
+        diff = {**header, "before": before, "after": wanted["content"]}
+        if module.check_mode:
+            return True, diff
         _replace(module, path, content, wanted.get("validate"))
-    attributes = {**module.load_file_common_arguments(module.params, path=str(path))}
-    for name in ("owner", "group", "mode"):
-        if wanted.get(name) is not None:
-            attributes[name] = wanted[name]
+    else:
+        # Filled in with the attributes that change, if any.
+        diff = {**header, "before": {"path": str(path)}, "after": {"path": str(path)}}
+    attributes = module.load_file_common_arguments(module.params, path=str(path))
+    attributes.update({name: wanted[name] for name in ("owner", "group", "mode") if wanted.get(name) is not None})
     attributes_changed = module.set_fs_attributes_if_different(attributes, False, diff=None if changed else diff)
     return changed or attributes_changed, diff
 
