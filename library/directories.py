@@ -16,12 +16,15 @@ description:
   - Supports check mode and diff (the attributes that would change, per path).
 options:
   paths:
-    description: Directories to create or correct.
+    description:
+      - Directories to create or correct, in order.
+      - Each item is a path, or a dict with C(path) and that directory's own C(owner), C(group) or C(mode), which
+        replace O(owner), O(group) and O(mode) for it (and for the parents created for it).
     type: list
-    elements: path
+    elements: raw
     required: true
 extends_documentation_fragment:
-  # owner, group, mode and the other file attributes: they apply to every path (and to the parents created).
+  # owner, group, mode and the other file attributes: they apply to every path that does not set its own.
   - ansible.builtin.files
 """
 
@@ -32,6 +35,15 @@ EXAMPLES = r"""
     owner: kafka
     group: kafka
     mode: "0750"
+
+- name: Create the install directory (root's) and the data directory (the service's)
+  directories:
+    owner: root
+    group: kafka
+    mode: "0755"
+    paths:
+      - /opt/kafka
+      - {path: /var/lib/kafka, owner: kafka, mode: "0750"}
 """
 
 RETURN = r"""
@@ -42,14 +54,31 @@ changed_paths:
   elements: str
 """
 
+import os
 from pathlib import Path
+from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.file_batch import exit_with_each, file_batch_module
+from ansible.module_utils.file_batch import OWN_ATTRIBUTES, attributes_for, exit_with_each, file_batch_module
 
 
-def ensure_directory(module: AnsibleModule, path: str) -> tuple[bool, dict]:
-    """Create `path` (and missing parents) and set its attributes; return whether anything changed, and the diff."""
+def wanted_directory(module: AnsibleModule, item: Any) -> dict:
+    """An item of `paths` as {path, and the attributes it sets itself}; a bad item fails the module."""
+    if isinstance(item, str):
+        item = {"path": item}
+    if not isinstance(item, dict) or not isinstance(item.get("path"), str) or not item["path"]:
+        module.fail_json(msg=f"each item of paths is a path or a dict with a path: {item!r}")
+    unknown = sorted(set(item) - {"path", *OWN_ATTRIBUTES})
+    if unknown:
+        module.fail_json(msg=f"{item['path']}: unknown keys {unknown}; a directory may set only path, owner, group and mode")
+    # As a `path` option would: ~ and $VARIABLES expanded.
+    return {**item, "path": str(Path(os.path.expandvars(item["path"])).expanduser())}
+
+
+def ensure_directory(module: AnsibleModule, wanted: dict) -> tuple[bool, dict]:
+    """Create the directory (and missing parents) and set its attributes; return whether anything changed, and the
+    diff."""
+    path = wanted["path"]
     diff = {"before": {"path": path}, "after": {"path": path}}
     changed = False
     directory = Path(path)
@@ -65,17 +94,15 @@ def ensure_directory(module: AnsibleModule, path: str) -> tuple[bool, dict]:
         created_parents = [parent for parent in directory.parents if not parent.is_dir()]
         directory.mkdir(parents=True)
         for parent in reversed(created_parents):
-            module.set_fs_attributes_if_different(_attributes(module, str(parent)), False)
-    return module.set_fs_attributes_if_different(_attributes(module, path), changed, diff=diff) or changed, diff
-
-
-def _attributes(module: AnsibleModule, path: str) -> dict:
-    return module.load_file_common_arguments(module.params, path=path)
+            module.set_fs_attributes_if_different(attributes_for(module, wanted, str(parent)), False)
+    return module.set_fs_attributes_if_different(attributes_for(module, wanted, path), changed, diff=diff) or changed, diff
 
 
 def main() -> None:
-    module = file_batch_module({"paths": {"type": "list", "elements": "path", "required": True}})
-    exit_with_each(module, module.params["paths"], ensure_directory, path_of=str)
+    module = file_batch_module({"paths": {"type": "list", "elements": "raw", "required": True}})
+    # Every item is checked before the first directory is touched.
+    wanted = [wanted_directory(module, item) for item in module.params["paths"]]
+    exit_with_each(module, wanted, ensure_directory, path_of=lambda directory: directory["path"])
 
 
 if __name__ == "__main__":

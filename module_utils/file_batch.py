@@ -14,6 +14,17 @@ def file_batch_module(argument_spec: dict[str, Any]) -> AnsibleModule:
     return AnsibleModule(argument_spec=argument_spec, add_file_common_args=True, supports_check_mode=True)
 
 
+# What an item (a directory, a file) may set for itself instead of the module-wide option.
+OWN_ATTRIBUTES = ("owner", "group", "mode")
+
+
+def attributes_for(module: AnsibleModule, item: dict, path: str) -> dict:
+    """ansible.builtin.file's attributes for `path`: the module's, with the item's own owner, group and mode."""
+    attributes = module.load_file_common_arguments(module.params, path=path)
+    attributes.update({name: item[name] for name in OWN_ATTRIBUTES if item.get(name) is not None})
+    return attributes
+
+
 def exit_with_each(
     module: AnsibleModule, items: Iterable[Any], ensure: Callable[[AnsibleModule, Any], tuple[bool, dict]], path_of: Callable[[Any], str]
 ) -> None:

@@ -55,3 +55,26 @@ def test_refuses_a_file_in_the_way(tmp_path: Path) -> None:
 
     assert result.get("failed") is True
     assert "exists and is not a directory" in result["msg"]
+
+
+def test_a_path_may_set_its_own_owner_group_and_mode(tmp_path: Path) -> None:
+    install, data = tmp_path / "opt", tmp_path / "var" / "data"
+    args = {"paths": [str(install), {"path": str(data), "group": GROUP, "mode": "0750"}], "owner": "root", "group": "root", "mode": "0755"}
+
+    first = run_module(args)
+
+    assert first["changed_paths"] == [str(install), str(data)]
+    assert attributes(install) == (0, 0o755)
+    assert attributes(data) == (1, 0o750)
+    assert attributes(data.parent) == (1, 0o750)  # a parent created for it gets its attributes
+    assert run_module(args)["changed"] is False
+
+
+def test_a_bad_item_is_refused_before_any_directory_is_made(tmp_path: Path) -> None:
+    first = tmp_path / "first"
+
+    result = run_module({"paths": [str(first), {"path": str(tmp_path / "second"), "onwer": "root"}]})
+
+    assert result.get("failed") is True
+    assert "unknown keys ['onwer']" in result["msg"]
+    assert not first.exists()
