@@ -17,6 +17,8 @@ description:
     C(templates/) as M(ansible.builtin.template) does.
   - O(owner), O(group) and O(mode) apply to every file that does not set its own.
   - The parent directory must exist. Supports check mode and diff (per file, the content and attributes that change).
+  - A file with O(files[].state=absent) is removed if it exists, so one task keeps a file that a setting turns on
+    and off (a client's TLS settings, a password file) in the state that setting wants.
   - Mark the task C(no_log) when a file holds secrets; the module's arguments carry the content.
 options:
   files:
@@ -30,9 +32,13 @@ options:
         type: path
         required: true
       content:
-        description: The whole content of the file.
+        description: The whole content of the file. Required unless O(files[].state=absent).
         type: str
-        required: true
+      state:
+        description: C(present) writes the file; C(absent) removes it (and ignores the other keys).
+        type: str
+        choices: [present, absent]
+        default: present
       owner:
         description: Owner of this file, instead of O(owner).
         type: str
@@ -66,6 +72,14 @@ EXAMPLES = r"""
         content: "{{ lookup('ansible.builtin.template', 'kafka.service.j2') }}"
         group: root
         mode: "0644"
+
+- name: Write the server's settings and remove the client settings of a previous TLS setup
+  config_files:
+    files:
+      - path: /etc/kafka/server.properties
+        content: "{{ lookup('ansible.builtin.template', 'server.properties.j2') }}"
+      - path: /etc/kafka/client-tls.properties
+        state: absent
 """
 
 RETURN = r"""
@@ -81,11 +95,12 @@ import tempfile
 from pathlib import Path
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.file_batch import exit_with_each, file_batch_module
+from ansible.module_utils.file_batch import attributes_for, exit_with_each, file_batch_module
 
 FILE_OPTIONS = {
     "path": {"type": "path", "required": True},
-    "content": {"type": "str", "required": True},
+    "content": {"type": "str"},
+    "state": {"type": "str", "choices": ["present", "absent"], "default": "present"},
     "owner": {"type": "str"},
     "group": {"type": "str"},
     "mode": {"type": "raw"},
@@ -94,9 +109,11 @@ FILE_OPTIONS = {
 
 
 def ensure_file(module: AnsibleModule, wanted: dict) -> tuple[bool, dict]:
-    """Write `wanted['content']` to `wanted['path']` if it differs, then set its attributes; return whether anything
-    changed, and the diff."""
+    """Write `wanted['content']` to `wanted['path']` if it differs, then set its attributes (or remove the file, with
+    state absent); return whether anything changed, and the diff."""
     path = Path(wanted["path"])
+    if wanted["state"] == "absent":
+        return ensure_absent(module, path)
     content = wanted["content"].encode("utf-8")
     header = {"before_header": str(path), "after_header": str(path)}
     if path.is_symlink() or (path.exists() and not path.is_file()):
@@ -115,10 +132,20 @@ def ensure_file(module: AnsibleModule, wanted: dict) -> tuple[bool, dict]:
     else:
         # Filled in with the attributes that change, if any.
         diff = {**header, "before": {"path": str(path)}, "after": {"path": str(path)}}
-    attributes = module.load_file_common_arguments(module.params, path=str(path))
-    attributes.update({name: wanted[name] for name in ("owner", "group", "mode") if wanted.get(name) is not None})
+    attributes = attributes_for(module, wanted, str(path))
     attributes_changed = module.set_fs_attributes_if_different(attributes, False, diff=None if changed else diff)
     return changed or attributes_changed, diff
+
+
+def ensure_absent(module: AnsibleModule, path: Path) -> tuple[bool, dict]:
+    """Remove the file if it is there. Only a file (or a link) is removed: a directory in its place is refused."""
+    if not path.exists() and not path.is_symlink():
+        return False, {}
+    if path.is_dir() and not path.is_symlink():
+        module.fail_json(msg=f"{path} is a directory, not a file to remove")
+    if not module.check_mode:
+        path.unlink()
+    return True, {"before_header": str(path), "after_header": str(path), "before": {"state": "file"}, "after": {"state": "absent"}}
 
 
 def _replace(module: AnsibleModule, path: Path, content: bytes, validate: str | None) -> None:
@@ -139,7 +166,17 @@ def _replace(module: AnsibleModule, path: Path, content: bytes, validate: str | 
 
 
 def main() -> None:
-    module = file_batch_module({"files": {"type": "list", "elements": "dict", "required": True, "options": FILE_OPTIONS}})
+    module = file_batch_module(
+        {
+            "files": {
+                "type": "list",
+                "elements": "dict",
+                "required": True,
+                "options": FILE_OPTIONS,
+                "required_if": [("state", "present", ["content"])],
+            }
+        }
+    )
     exit_with_each(module, module.params["files"], ensure_file, path_of=lambda wanted: wanted["path"])
 
 

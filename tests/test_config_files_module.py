@@ -98,3 +98,28 @@ def test_check_mode_reports_a_file_whose_directory_an_earlier_task_would_create(
     assert checked.get("failed") is not True
     assert checked["changed_paths"] == [str(target)]
     assert not target.parent.exists()
+
+
+def test_an_absent_file_is_removed_check_mode_only_reports_it_and_a_second_run_changes_nothing(tmp_path: Path) -> None:
+    kept, stale = tmp_path / "server.properties", tmp_path / "client-tls.properties"
+    stale.write_text("security.protocol=SSL\n")
+    files = [{"path": str(kept), "content": "node.id=1\n"}, {"path": str(stale), "state": "absent"}]
+
+    checked = write(files, "--check")
+
+    assert checked["changed_paths"] == [str(kept), str(stale)]
+    assert stale.exists()
+    removed = write(files)
+    assert removed["changed_paths"] == [str(kept), str(stale)]
+    assert not stale.exists()
+    assert write(files)["changed"] is False
+
+
+def test_a_present_file_without_content_and_a_directory_to_remove_are_refused(tmp_path: Path) -> None:
+    no_content = write([{"path": str(tmp_path / "x.conf")}])
+    (tmp_path / "dir").mkdir()
+    directory = write([{"path": str(tmp_path / "dir"), "state": "absent"}])
+
+    assert no_content.get("failed") is True and "content" in no_content["msg"]
+    assert directory.get("failed") is True and "is a directory" in directory["msg"]
+    assert (tmp_path / "dir").is_dir() and not (tmp_path / "x.conf").exists()
