@@ -8,7 +8,20 @@ import subprocess
 import sys
 from pathlib import Path
 
+import yaml
+
 REPO = Path(__file__).resolve().parents[1]
+
+# The preflight tests' hosts are never contacted (the preflight runs without facts); a local connection keeps any
+# mistake on this machine.
+LOCAL_CONNECTION = {"ansible_connection": "local", "ansible_python_interpreter": sys.executable}
+
+
+def write_local_inventory(path: Path, variables: dict, groups: dict[str, dict]) -> Path:
+    """An inventory at `path`: `variables` (and LOCAL_CONNECTION) for every host, and each group's hosts."""
+    children = {group: {"hosts": hosts} for group, hosts in groups.items()}
+    path.write_text(yaml.safe_dump({"all": {"vars": {**LOCAL_CONNECTION, **variables}, "children": children}}))
+    return path
 
 
 def run_playbook(playbook: str, inventory: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:

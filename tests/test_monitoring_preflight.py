@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import yaml
+from ansible_run import LOCAL_CONNECTION, run_playbook, write_local_inventory
 from ansible_run import assert_refused as shared_assert_refused
-from ansible_run import run_playbook
 
 REPO = Path(__file__).resolve().parents[1]
 NO_ROUTING_KEY = "alertmanager_pagerduty_routing_key is missing or empty on m1"
@@ -32,20 +31,8 @@ def run_preflight(tmp_path: Path, variables: dict, drop: tuple[str, ...] = ()) -
     # group_vars/all.yml (prometheus_scrape_groups is set there), a group's vars written in hosts.yml do not.
     (tmp_path / "group_vars").mkdir(exist_ok=True)
     (tmp_path / "group_vars" / "monitoring.yml").write_text(yaml.safe_dump(settings))
-    inventory = tmp_path / "hosts.yml"
-    inventory.write_text(
-        yaml.safe_dump(
-            {
-                "all": {
-                    "vars": {
-                        "ansible_connection": "local",
-                        "ansible_python_interpreter": sys.executable,
-                        "celery_kafka_exporter_wheels_dir": str(wheels),
-                    },
-                    "children": {"kafka": {"hosts": {"k1": {}}}, "monitoring": {"hosts": {"m1": {}}}},
-                }
-            }
-        )
+    inventory = write_local_inventory(
+        tmp_path / "hosts.yml", {"celery_kafka_exporter_wheels_dir": str(wheels)}, {"kafka": {"k1": {}}, "monitoring": {"m1": {}}}
     )
     return run_playbook("playbooks/monitoring.yml", inventory, "--tags", "monitoring_preflight")
 
@@ -100,10 +87,8 @@ def test_secrets_never_reach_the_output(tmp_path):
 
 
 def run_example_inventory(extra: dict) -> subprocess.CompletedProcess:
-    local = {"ansible_connection": "local", "ansible_python_interpreter": sys.executable}
-    return run_playbook(
-        "playbooks/monitoring.yml", REPO / "inventories" / "example", "--tags", "monitoring_preflight", "-e", json.dumps({**local, **extra})
-    )
+    variables = json.dumps({**LOCAL_CONNECTION, **extra})
+    return run_playbook("playbooks/monitoring.yml", REPO / "inventories" / "example", "--tags", "monitoring_preflight", "-e", variables)
 
 
 def test_example_inventory_without_its_vault_is_refused():

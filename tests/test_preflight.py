@@ -8,13 +8,11 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-import yaml
+from ansible_run import LOCAL_CONNECTION, run_playbook, write_local_inventory
 from ansible_run import assert_refused as shared_assert_refused
-from ansible_run import run_playbook
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -28,25 +26,8 @@ def write_inventory(
     def hosts(spec: dict) -> dict:
         return {name: ({} if node_id is None else {"kafka_node_id": node_id}) for name, node_id in spec.items()}
 
-    inventory = {
-        "all": {
-            "vars": {
-                # Never contacted: preflight runs without facts; local keeps any mistake on this machine.
-                "ansible_connection": "local",
-                "ansible_python_interpreter": sys.executable,
-                "kafka_archive_source": "local",
-                "kafka_archive_local_path": str(archive),
-                **(extra or {}),
-            },
-            "children": {
-                "kafka": {"hosts": hosts(brokers)},
-                "kafka_controller": {"hosts": hosts(controllers or {})},
-            },
-        }
-    }
-    path = tmp_path / "hosts.yml"
-    path.write_text(yaml.safe_dump(inventory))
-    return path
+    variables = {"kafka_archive_source": "local", "kafka_archive_local_path": str(archive), **(extra or {})}
+    return write_local_inventory(tmp_path / "hosts.yml", variables, {"kafka": hosts(brokers), "kafka_controller": hosts(controllers or {})})
 
 
 def run_preflight(inventory: Path, extra: dict | None = None) -> subprocess.CompletedProcess:
@@ -124,9 +105,7 @@ def test_malformed_cluster_id_is_refused(tmp_path, cluster_id):
 
 def run_shipped_inventory(name: str, tmp_path: Path, extra: dict) -> subprocess.CompletedProcess:
     # The preflight looks for an installed Kafka on the first broker: keep that look on this machine.
-    return run_preflight(
-        REPO / "inventories" / name, {"ansible_connection": "local", "ansible_python_interpreter": sys.executable, **extra}
-    )
+    return run_preflight(REPO / "inventories" / name, {**LOCAL_CONNECTION, **extra})
 
 
 def test_example_inventory_needs_the_release_checksum(tmp_path):
@@ -170,22 +149,9 @@ def run_worker_preflight(
         | ({"celery_worker_beat": True} if name in beat else {})
         for name, spec in workers.items()
     }
-    inventory = tmp_path / "workers.yml"
-    inventory.write_text(
-        yaml.safe_dump(
-            {
-                "all": {
-                    "vars": {
-                        "ansible_connection": "local",
-                        "ansible_python_interpreter": sys.executable,
-                        "celery_worker_wheels_dir": str(wheel_dir),
-                        **(APP if app is None else app),
-                    },
-                    "children": {"celery_workers": {"hosts": hosts}, "kafka": {"hosts": {name: {} for name in brokers}}},
-                }
-            }
-        )
-    )
+    variables = {"celery_worker_wheels_dir": str(wheel_dir), **(APP if app is None else app)}
+    groups = {"celery_workers": hosts, "kafka": {name: {} for name in brokers}}
+    inventory = write_local_inventory(tmp_path / "workers.yml", variables, groups)
     return run_playbook("playbooks/celery.yml", inventory, "--tags", "celery_preflight")
 
 

@@ -7,11 +7,9 @@ basic auth on Prometheus, Alertmanager or Grafana's datasource needs a password.
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
-import yaml
-from ansible_run import assert_refused, run_playbook
+from ansible_run import assert_refused, run_playbook, write_local_inventory
 from test_monitoring_preflight import GOOD
 from test_monitoring_preflight import assert_refused as assert_monitoring_refused
 from test_monitoring_preflight import run_preflight as run_monitoring_preflight
@@ -23,15 +21,8 @@ def run_worker_preflight(tmp_path: Path, variables: dict) -> subprocess.Complete
     wheels = tmp_path / "wheels"
     wheels.mkdir(exist_ok=True)
     (wheels / "celery_kafka_partitioned-0.1.0-py3-none-any.whl").write_bytes(b"x")
-    inventory = tmp_path / "workers.yml"
-    settings = {
-        "ansible_connection": "local",
-        "ansible_python_interpreter": sys.executable,
-        "celery_worker_wheels_dir": str(wheels),
-        "celery_worker_app": "myshop.celery:app",
-    }
-    groups = {"celery_workers": {"hosts": {"w1": {}}}, "kafka": {"hosts": {"k1": {}}}}
-    inventory.write_text(yaml.safe_dump({"all": {"vars": {**settings, **variables}, "children": groups}}))
+    settings = {"celery_worker_wheels_dir": str(wheels), "celery_worker_app": "myshop.celery:app", **variables}
+    inventory = write_local_inventory(tmp_path / "workers.yml", settings, {"celery_workers": {"w1": {}}, "kafka": {"k1": {}}})
     return run_playbook("playbooks/celery.yml", inventory, "--tags", "celery_preflight")
 
 
