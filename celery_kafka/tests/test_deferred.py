@@ -6,7 +6,7 @@ import pytest
 from celery_kafka_testing.localkafka import free_port
 from confluent_kafka import Producer
 
-from celery_kafka.transport import DeferredAcks, DeliveryFailed, current_deferred, deferred_acks
+from celery_kafka.publishing import DeferredAcks, DeliveryFailed, current_deferred, deferred_acks
 
 
 def test_records_nobody_acknowledged_raise_naming_each_of_them() -> None:

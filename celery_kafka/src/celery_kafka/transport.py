@@ -34,10 +34,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from queue import Empty
 from typing import Any, ClassVar
 
@@ -47,157 +44,18 @@ from kombu.utils.json import dumps
 
 from celery_kafka import metrics
 from celery_kafka.deadletter import REDELIVERY_LIMIT, UNDECODABLE, DeadLetter, Source, encode_raw
+from celery_kafka.delivery import Delivery, hand_out, take_back
+from celery_kafka.delivery import delivery_of as delivery_of  # re-exported: its import path before 0.2
 from celery_kafka.envelope import PARTITION_KEY_HEADER, TaskMessage, UndecodableMessage, decode_envelope, task_message
 from celery_kafka.journal import Journal
 from celery_kafka.offsets import Commit, PartitionPositions
+from celery_kafka.publishing import DeferredAcks, DeliveryFailed, current_deferred
+from celery_kafka.publishing import deferred_acks as deferred_acks  # re-exported: its import path before 0.2
 
 logger = logging.getLogger(__name__)
 
 SCHEME = "partitionedkafka"
 DEFAULT_PORT = 9092
-# Message headers carrying the Kafka coordinates of a delivered task into the task's request, also in a pool child.
-SOURCE_HEADERS = ("kafka_topic", "kafka_partition", "kafka_offset", "kafka_attempt")
-
-
-class DeliveryFailed(KafkaException):
-    """The brokers did not acknowledge a record in time (or refused it). ``failures``: (what, why) of each record."""
-
-    def __init__(self, error: KafkaError, failures: list[tuple[str, str]] | None = None) -> None:
-        super().__init__(error)
-        self.failures = failures or []
-
-
-@dataclass
-class _Outcome:
-    label: str
-    done: bool = False
-    error: KafkaError | None = None
-
-
-@dataclass
-class DeferredAcks:
-    """Records produced in one ``deferred_acks()`` block (one thread) and their delivery reports.
-
-    Delivery callbacks run in whichever thread polls the producer (possibly another thread that shares it), hence
-    the lock."""
-
-    timeout: float | None = None
-    outcomes: list[_Outcome] = field(default_factory=list)
-    producers: dict[int, Producer] = field(default_factory=dict)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def track(self, producer: Producer, label: str) -> Callable[[KafkaError | None, Message], None]:
-        outcome = _Outcome(label)
-        with self.lock:
-            self.outcomes.append(outcome)
-            self.producers[id(producer)] = producer
-
-        def on_delivery(error: KafkaError | None, message: Message) -> None:
-            with self.lock:
-                outcome.error, outcome.done = error, True
-
-        return on_delivery
-
-    def wait(self, timeout: float) -> int:
-        """Wait for every delivery report; raise DeliveryFailed naming the records not acknowledged. Returns how
-        many records were acknowledged."""
-        deadline = time.monotonic() + timeout
-        for producer in list(self.producers.values()):
-            producer.flush(max(0.0, deadline - time.monotonic()))
-        with self.lock:
-            failures = [
-                (o.label, str(o.error) if o.error is not None else f"no acknowledgement within {timeout} s")
-                for o in self.outcomes
-                if o.error is not None or not o.done
-            ]
-            total = len(self.outcomes)
-        if failures:
-            shown = "; ".join(f"{label}: {why}" for label, why in failures[:10])
-            more = f" (and {len(failures) - 10} more)" if len(failures) > 10 else ""
-            raise DeliveryFailed(
-                KafkaError(KafkaError._MSG_TIMED_OUT, f"{len(failures)} of {total} records not acknowledged: {shown}{more}"),
-                failures,
-            )
-        return total
-
-
-_DEFERRED = threading.local()
-
-
-def current_deferred() -> DeferredAcks | None:
-    return getattr(_DEFERRED, "batch", None)
-
-
-@contextmanager
-def deferred_acks(app: Any = None, timeout: float | None = None) -> Iterator[DeferredAcks]:
-    """Opt-in: within the block, ``apply_async``/``send_keyed`` of this thread return as soon as the record is
-    queued in the producer; leaving the block waits for every acknowledgement (acks=all) and raises DeliveryFailed
-    naming each record that was refused or not acknowledged within ``timeout`` seconds (default: the transport's
-    ``publish_timeout_seconds``). Nothing is acknowledged before the block exits. Blocks do not nest.
-
-    ``app`` is the Celery app (its transport options give the default timeout)."""
-    if current_deferred() is not None:
-        raise RuntimeError("deferred_acks() blocks do not nest")
-    if timeout is None:
-        options = app.conf.broker_transport_options if app is not None else {}
-        timeout = float((options or {}).get("publish_timeout_seconds", 30))
-    batch = DeferredAcks(timeout=timeout)
-    _DEFERRED.batch = batch
-    try:
-        yield batch
-    finally:
-        _DEFERRED.batch = None
-        batch.wait(timeout)
-
-
-@dataclass
-class Delivery:
-    """Where a message handed to the worker came from; looked up by delivery tag (see current_delivery). A message
-    given back for redelivery is kept as one, with the attempt it was delivered with."""
-
-    topic: str
-    partition: int
-    offset: int
-    attempt: int
-    key: bytes | None
-    timestamp_ms: int | None
-    headers: dict[str, str]
-    raw_value: bytes | None
-
-
-# Deliveries of this process by delivery tag. The solo and threads pools run tasks in the consuming process, so a task
-# finds the Kafka coordinates and raw bytes of its own message here (the dead-letter writer needs them).
-_DELIVERIES: dict[str, Delivery] = {}
-
-
-def current_delivery(delivery_tag: str | None) -> Delivery | None:
-    return None if delivery_tag is None else _DELIVERIES.get(delivery_tag)
-
-
-def delivery_of(request: Any) -> Delivery | None:
-    """The delivery of the task `request` (a Celery task's self.request): from this process, or, in a prefork pool
-    child, rebuilt from the message headers the transport added (without the raw bytes)."""
-    found = current_delivery((getattr(request, "properties", None) or {}).get("delivery_tag"))
-    if found is not None:
-        return found
-    topic, partition, offset, attempt = (getattr(request, name, None) for name in SOURCE_HEADERS)
-    if topic is None or partition is None or offset is None:
-        return None
-    key = getattr(request, PARTITION_KEY_HEADER, None)
-    return Delivery(
-        topic=str(topic),
-        partition=int(partition),
-        offset=int(offset),
-        attempt=int(attempt or 1),
-        key=None if key is None else str(key).encode(),
-        timestamp_ms=None,
-        headers={},
-        raw_value=None,
-    )
-
-
-def record_headers(message: Message) -> dict[str, str]:
-    return {name: (value or b"").decode("utf-8", "replace") for name, value in (message.headers() or [])}
 
 
 def retry_while_coordinator_moves(call: Callable[[], Any], retriable: tuple[int, ...], timeout: float = 120, pause: float = 1) -> Any:
@@ -579,12 +437,9 @@ class Channel(confluentkafka.Channel):
         else:
             journal.delivered(delivery.offset, delivery.attempt)
             self._commit_soon(topic, delivery.partition)
-        delivery_tag = str(uuid.uuid4())
-        _DELIVERIES[delivery_tag] = delivery
-        headers = envelope.setdefault("headers", {})
-        headers.update(zip(SOURCE_HEADERS, (topic, delivery.partition, delivery.offset, delivery.attempt), strict=True))
+        envelope.setdefault("headers", {}).update(delivery.source_headers())
         properties = envelope["properties"]
-        properties["delivery_tag"] = delivery_tag
+        properties["delivery_tag"] = hand_out(delivery)
         properties.setdefault("delivery_info", {})
         return {**envelope, "topic": topic}
 
@@ -615,16 +470,7 @@ class Channel(confluentkafka.Channel):
             else:
                 self._commit(topic, partition, commit)
             raise Empty()
-        return Delivery(
-            topic=topic,
-            partition=partition,
-            offset=offset,
-            attempt=self._attempts.pop((topic, partition, offset), 0) + 1,
-            key=record.key(),
-            timestamp_ms=record.timestamp()[1],
-            headers=record_headers(record),
-            raw_value=record.value(),
-        )
+        return Delivery.of_record(record, attempt=self._attempts.pop((topic, partition, offset), 0) + 1)
 
     def commit_delivery(self, delivery_tag: str) -> None:
         """Move the position past an acked message.
@@ -634,7 +480,7 @@ class Channel(confluentkafka.Channel):
         is a replicated write to __consumer_offsets). When the partition is idle, the ack is stored after one empty
         poll (wait_time_seconds), and on close. A worker killed inside that window runs the acked task again
         (at-least-once), it never skips one."""
-        delivery = _DELIVERIES.pop(delivery_tag, None)
+        delivery = take_back(delivery_tag)
         if delivery is None:
             return
         journal = self._journals.get((delivery.topic, delivery.partition))
@@ -653,7 +499,7 @@ class Channel(confluentkafka.Channel):
     def redeliver(self, delivery_tag: str) -> None:
         """Requeue: deliver the message again (next, before anything new is read), counting the attempt. It stays in
         flight meanwhile, so the position cannot pass it."""
-        delivery = _DELIVERIES.pop(delivery_tag, None)
+        delivery = take_back(delivery_tag)
         if delivery is not None:
             self._redeliveries.setdefault(delivery.topic, []).append(delivery)
 

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from celery_kafka.transport import delivery_of
+from celery_kafka.delivery import delivery_of
 from demo_app.celery import app
 
 RESULTS_FILE = Path(os.environ.get("CELERY_KAFKA_RESULTS_FILE", "/var/lib/celery-worker/results.jsonl"))
