@@ -112,10 +112,10 @@ def ensure_file(module: AnsibleModule, wanted: dict) -> tuple[bool, dict]:
     """Write `wanted['content']` to `wanted['path']` if it differs, then set its attributes (or remove the file, with
     state absent); return whether anything changed, and the diff."""
     path = Path(wanted["path"])
-    if wanted["state"] == "absent":
-        return ensure_absent(module, path)
-    content = wanted["content"].encode("utf-8")
     header = {"before_header": str(path), "after_header": str(path)}
+    if wanted["state"] == "absent":
+        return ensure_absent(module, path, header)
+    content = wanted["content"].encode("utf-8")
     if path.is_symlink() or (path.exists() and not path.is_file()):
         module.fail_json(msg=f"{path} exists and is not a regular file")
     # In check mode an earlier task may only have reported the directory it would create (as ansible.builtin.copy).
@@ -137,7 +137,7 @@ def ensure_file(module: AnsibleModule, wanted: dict) -> tuple[bool, dict]:
     return changed or attributes_changed, diff
 
 
-def ensure_absent(module: AnsibleModule, path: Path) -> tuple[bool, dict]:
+def ensure_absent(module: AnsibleModule, path: Path, header: dict) -> tuple[bool, dict]:
     """Remove the file if it is there. Only a file (or a link) is removed: a directory in its place is refused."""
     if not path.exists() and not path.is_symlink():
         return False, {}
@@ -145,7 +145,7 @@ def ensure_absent(module: AnsibleModule, path: Path) -> tuple[bool, dict]:
         module.fail_json(msg=f"{path} is a directory, not a file to remove")
     if not module.check_mode:
         path.unlink()
-    return True, {"before_header": str(path), "after_header": str(path), "before": {"state": "file"}, "after": {"state": "absent"}}
+    return True, {**header, "before": {"state": "file"}, "after": {"state": "absent"}}
 
 
 def _replace(module: AnsibleModule, path: Path, content: bytes, validate: str | None) -> None:
