@@ -188,6 +188,9 @@ def test_a_new_release_rolls_out_one_worker_node_at_a_time_under_a_keyed_load(ap
     windows = {name: restart_windows(host(name), partition, started - 1) for name, partition in WORKERS.items()}
     for name in WORKERS:
         assert host(name).file("/opt/celery-worker/venv").linked_to != release[name], f"{name} still runs the old release"
+        # The release it replaced stays for a manual rollback, named by venv.previous.
+        assert host(name).file("/opt/celery-worker/venv.previous").linked_to == release[name], f"{name} kept no rollback"
+        assert host(name).file(release[name]).is_directory, f"{name} removed the release a rollback needs"
         assert len(windows[name]) == 1, f"{name} restarted {len(windows[name])} times: {windows[name]}"
     spans = sorted(window for name in WORKERS for window in windows[name])
     for (_, first_started), (second_stopping, _) in pairwise(spans):
