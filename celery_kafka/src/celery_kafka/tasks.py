@@ -9,8 +9,8 @@ from celery import Celery, Task
 from celery.result import AsyncResult
 
 from celery_kafka.deadletter import TASK_FAILED, DeadLetter, Source, encode_raw
-from celery_kafka.envelope import PARTITION_KEY_HEADER, REPLAY_COUNT_HEADER
 from celery_kafka.delivery import delivery_of
+from celery_kafka.envelope import PARTITION_KEY_HEADER, REPLAY_COUNT_HEADER
 from celery_kafka.publishing import deferred_acks
 
 __all__ = ["DeadLetteringTask", "deferred_acks", "send_keyed"]

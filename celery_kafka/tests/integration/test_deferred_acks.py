@@ -10,9 +10,9 @@ from celery_kafka_testing.localkafka import LocalKafka
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from celery_kafka.app import create_app
+from celery_kafka.publishing import DeliveryFailed
 from celery_kafka.settings import WorkerEnvironment
 from celery_kafka.tasks import deferred_acks, send_keyed
-from celery_kafka.publishing import DeliveryFailed
 from conftest import ARCHIVE, TASK_PARTITIONS
 
 pytestmark = pytest.mark.integration
