@@ -75,10 +75,10 @@ from ansible.module_utils.kafka_cli import (
     QUORUM_COMMAND,
     TOPIC_COMMAND,
     assess_health,
-    java_tool_argv,
     parse_quorum_replication,
     parse_topic_describe,
     quorum_describe_args,
+    run_java_tool,
     with_command_config,
 )
 
@@ -106,7 +106,7 @@ def main() -> None:
         describe = ["--bootstrap-server", params["bootstrap_servers"], "--describe"]
         calls.append((TOPIC_COMMAND, with_command_config(describe, params["command_config"])))
     with ThreadPoolExecutor(max_workers=len(calls)) as pool:
-        answers = list(pool.map(lambda call: module.run_command(java_tool_argv(params["java"], params["kafka_home"], *call)), calls))
+        answers = list(pool.map(lambda call: run_java_tool(module, *call), calls))
 
     failures = [
         f"{main_class} {' '.join(args)} failed (rc={rc}): {(err or out).strip()[-400:]}"

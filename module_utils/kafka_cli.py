@@ -10,7 +10,10 @@ Parsing and planning are pure functions so they can be unit-tested without a clu
 from __future__ import annotations
 
 import hashlib
+import os
 import re
+import shutil
+import threading
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,9 +57,57 @@ class TopicState:
 TOOL_JVM_OPTIONS = ("-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1", "-XX:-UsePerfData", "-Xmx256m")
 
 
-def java_tool_argv(java: str, kafka_home: str, main_class: str, args: list[str]) -> list[str]:
+# Class data sharing: the first tool run of a release on a node records the classes it loaded in an archive, and later
+# runs map it instead of loading them from the jars (a topic describe 0.79 -> 0.37 s, a quorum describe 0.71 -> 0.41 s;
+# Java 17, docs/facts.md). The JVM prints its archive warnings on stdout, which the parsers read: only errors are
+# logged, on stderr. A truncated archive crashes the JVM, so one is written under a temporary name, loaded once with
+# -Xshare:on, and only then renamed; one that crashes a tool later is removed and the tool runs again without it.
+ARCHIVE_LOG_OPTIONS = ("-Xlog:disable", "-Xlog:all=error:stderr")
+JVM_CRASH_BANNER = "A fatal error has been detected by the Java Runtime Environment"
+
+
+def java_tool_argv(java: str, kafka_home: str, main_class: str, args: list[str], archive_options: tuple[str, ...] = ()) -> list[str]:
     """argv that runs one of Kafka's tools with the release's own class path."""
-    return [java, *TOOL_JVM_OPTIONS, "-cp", kafka_home.rstrip("/") + "/libs/*", main_class, *args]
+    return [java, *TOOL_JVM_OPTIONS, *archive_options, "-cp", kafka_home.rstrip("/") + "/libs/*", main_class, *args]
+
+
+def class_archive_path(java: str, kafka_home: str) -> Path:
+    """The tools' class archive for this Kafka release and this Java build, inside the release directory."""
+    java_binary = Path(shutil.which(java) or java).resolve()
+    stat = java_binary.stat()
+    build = hashlib.sha1(f"{java_binary}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:12]
+    return Path(kafka_home).resolve() / f"tools-classes-{build}.jsa"
+
+
+def jvm_crashed(rc: int, out: str, err: str) -> bool:
+    return rc != 0 and (JVM_CRASH_BANNER in out or JVM_CRASH_BANNER in err)
+
+
+def run_java_tool(module: Any, main_class: str, args: list[str]) -> tuple[int, str, str]:
+    """Run one of Kafka's tools for a module whose parameters include java and kafka_home, with the release's class
+    archive; the first run outside check mode writes it."""
+    java, kafka_home = module.params["java"], module.params["kafka_home"]
+    archive = class_archive_path(java, kafka_home)
+
+    def run(tool_class: str, tool_args: list[str], *archive_options: str) -> tuple[int, str, str]:
+        options = (*ARCHIVE_LOG_OPTIONS, *archive_options) if archive_options else ()
+        return module.run_command(java_tool_argv(java, kafka_home, tool_class, tool_args, options))
+
+    if archive.exists():
+        answer = run(main_class, args, f"-XX:SharedArchiveFile={archive}")
+        if not jvm_crashed(*answer):
+            return answer
+        archive.unlink(missing_ok=True)
+    if module.check_mode or not os.access(archive.parent, os.W_OK):
+        return run(main_class, args)
+    candidate = archive.with_name(f"{archive.name}.{os.getpid()}.{threading.get_ident()}")
+    answer = run(main_class, args, f"-XX:ArchiveClassesAtExit={candidate}")
+    if candidate.exists():
+        if answer[0] == 0 and run("-version", [], "-Xshare:on", f"-XX:SharedArchiveFile={candidate}")[0] == 0:
+            candidate.replace(archive)
+        else:
+            candidate.unlink()
+    return answer
 
 
 def find_main_class(kafka_home: str, candidates: tuple[str, ...]) -> str | None:
@@ -358,7 +409,7 @@ def run_admin_tool(module: Any, main_class: str, args: list[str]) -> str:
     kafka_home, bootstrap_servers and command_config; its output, or the module fails naming the call."""
     params = module.params
     args = with_command_config(["--bootstrap-server", params["bootstrap_servers"], *args], params["command_config"])
-    rc, out, err = module.run_command(java_tool_argv(params["java"], params["kafka_home"], main_class, args))
+    rc, out, err = run_java_tool(module, main_class, args)
     if rc != 0:
         tool = main_class.rsplit(".", 1)[-1]
         module.fail_json(msg=f"{tool} {' '.join(args[2:])} failed (rc={rc}): {(err or out).strip()[-600:]}", rc=rc)
