@@ -13,6 +13,7 @@ import hashlib
 import os
 import re
 import shutil
+import tempfile
 import threading
 import zipfile
 from dataclasses import dataclass, field
@@ -62,7 +63,8 @@ TOOL_JVM_OPTIONS = ("-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1", "-XX:-UsePerf
 # Java 17, docs/facts.md). The JVM prints its archive warnings on stdout, which the parsers read: only errors are
 # logged, on stderr. A truncated archive crashes the JVM, so one is written under a temporary name, loaded once with
 # -Xshare:on, and only then renamed; one that crashes a tool later is removed and the tool runs again without it.
-ARCHIVE_LOG_OPTIONS = ("-Xlog:disable", "-Xlog:all=error:stderr")
+# A crash report goes to the temporary directory, not to the module's working directory.
+ARCHIVE_LOG_OPTIONS = ("-Xlog:disable", "-Xlog:all=error:stderr", f"-XX:ErrorFile={tempfile.gettempdir()}/kafka-tool-hs_err_pid%p.log")
 JVM_CRASH_BANNER = "A fatal error has been detected by the Java Runtime Environment"
 
 

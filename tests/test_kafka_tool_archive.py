@@ -6,6 +6,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import tarfile
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -59,7 +60,8 @@ def version(module: Module) -> str:
 def loads(home: Path, archive: Path) -> bool:
     """Whether the JVM maps the archive (-Xshare:on refuses to start otherwise)."""
     argv = [shutil.which("java") or "java", "-Xshare:on", f"-XX:SharedArchiveFile={archive}", "-cp", f"{home}/libs/*", "-version"]
-    return subprocess.run(argv, capture_output=True, check=False).returncode == 0
+    # Run in the release directory: a JVM that crashes on a damaged archive leaves its report in its working directory.
+    return subprocess.run(argv, capture_output=True, check=False, cwd=home).returncode == 0
 
 
 def test_the_first_run_writes_the_archive_and_later_runs_use_it(home: Path) -> None:
@@ -92,5 +94,11 @@ def test_a_damaged_archive_is_replaced_and_the_tool_still_answers(home: Path) ->
         damaged.truncate(archive.stat().st_size // 3)
     assert not loads(home, archive), "a truncated archive should not load; the test would prove nothing"
 
+    reports = Path(tempfile.gettempdir())
+    before = set(reports.glob("kafka-tool-hs_err_pid*.log"))
     assert version(module) == expected
     assert loads(home, archive), "the damaged archive was not replaced by a good one"
+    crash_reports = set(reports.glob("kafka-tool-hs_err_pid*.log")) - before
+    assert crash_reports, "the JVM did not crash on the damaged archive (or its report went elsewhere)"
+    for report in crash_reports:
+        report.unlink()
