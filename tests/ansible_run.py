@@ -40,12 +40,16 @@ def assert_refused(result: subprocess.CompletedProcess, message: str, never_star
         assert f"PLAY [{play}]" not in result.stdout
 
 
-def run_module(module: str, args: dict, *options: str) -> dict:
-    """`ansible localhost -m <module>` (one of library/) with the repo's config; the module's result as a dict."""
-    command = [str(Path(sys.executable).parent / "ansible"), "localhost", "-M", str(REPO / "library"), "-m", module]
+def run_module(module: str, args: dict, *options: str, container: str | None = None) -> dict:
+    """`ansible localhost -m <module>` (one of library/) with the repo's config; the module's result as a dict. With
+    `container`, the module runs in that Docker container instead (for modules that change system state)."""
+    host = container or "localhost"
+    command = [str(Path(sys.executable).parent / "ansible"), host, "-M", str(REPO / "library"), "-m", module]
+    if container:
+        command += ["-i", f"{container},", "-c", "community.docker.docker"]
     command += ["-a", json.dumps(args), *options]
     environment = {**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"), "ANSIBLE_STDOUT_CALLBACK": "json"}
     environment["ANSIBLE_LOAD_CALLBACK_PLUGINS"] = "1"
     done = subprocess.run(command, cwd=REPO, env=environment, capture_output=True, text=True, timeout=120, check=False)
     output = json.loads(done.stdout)
-    return output["plays"][0]["tasks"][0]["hosts"]["localhost"]
+    return output["plays"][0]["tasks"][0]["hosts"][host]
