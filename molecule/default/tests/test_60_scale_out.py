@@ -5,7 +5,8 @@
    start over there: fine while nothing is queued, not order-preserving under load;
 2. a new node, order-preserving: the spare container joins the inventory and takes partition 3 over from celery3,
    under a continuous keyed load. The partition count stays 4, so no key changes partition; celery3's worker of
-   partition 3 stops (warm, its position committed) before the new node's starts.
+   partition 3 stops (warm, its position committed) before the new node's starts. The new node takes celery beat over
+   too: the old beat host stops its beat and loses the unit.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from verify_support import (
 SPARE = inventory().group("celery_spare")[0]
 # The node that owns partition 2 and, for a while, partition 3 too.
 SHARED = next(name for name, partition in inventory().workers.items() if partition == 2)
+BEAT = next(name for name in inventory().workers if inventory().hostvars[name].get("celery_worker_beat"))
 # The transport refreshes its topic metadata every 30 s (topic.metadata.refresh.interval.ms).
 METADATA_REFRESH = 30
 
@@ -120,8 +122,11 @@ def test_a_new_node_takes_a_partition_over_under_a_keyed_load_without_reordering
             seq += 1
             time.sleep(0.05)
 
-    # The inventory change an operator makes: the new host takes partition 3, celery3 keeps partition 2 only.
-    moved = layered_inventory(tmp_path, "new-node", {SPARE: {"celery_worker_partition": 3}})
+    # The inventory change an operator makes: the new host takes partition 3, celery3 keeps partition 2 only; beat
+    # moves to the new host.
+    moved = layered_inventory(
+        tmp_path, "new-node", {SPARE: {"celery_worker_partition": 3, "celery_worker_beat": True}, BEAT: {"celery_worker_beat": False}}
+    )
     # Limited to the new node, the run could not stop partition 3 on celery3 first: refused before any change.
     limited = run_playbook("playbooks/celery.yml", "--limit", SPARE, inventories=(moved,))
     assert limited.returncode != 0 and "may still be running: two consumers of one partition" in output(limited), output(limited)[-3000:]
@@ -140,6 +145,8 @@ def test_a_new_node_takes_a_partition_over_under_a_keyed_load_without_reordering
     assert "raise celery.tasks partitions" not in run.stdout and len(partitions(TASK_TOPIC)) == 4
     assert not host(SHARED).service("celery-worker@3").is_running and host(SHARED).service("celery-worker@2").is_running
     assert host(SPARE).service("celery-worker@3").is_running
+    assert host(SPARE).service("celery-beat").is_running
+    assert not host(BEAT).service("celery-beat").is_running and not host(BEAT).file("/etc/systemd/system/celery-beat.service").exists
 
     def all_ran() -> dict[str, list[dict]] | None:
         found = all_records(run_id, workers)
