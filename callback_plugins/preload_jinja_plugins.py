@@ -6,7 +6,7 @@ ansible-core runs each task on each host in a worker process forked from the mai
 templates a filter itself, so its cache of filter and test plugins stays empty, and every worker fills its own copy:
 it imports every filter and test plugin file (ansible.builtin's and this project's) the first time a template uses a
 filter. Filled here, before each task's workers are forked, the cache is inherited by all of them. On the default
-scenario's idempotent re-run of site.yml that was about a fifth of the controller's CPU (docs/facts.md).
+scenario's idempotent re-run of site.yml that was about a sixth of the controller's CPU (docs/facts.md).
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import yaml
-from ansible_run import LOCAL_CONNECTION, run_playbook
+from ansible_run import run_playbook, write_local_inventory
 
 TASKS = 6
 
@@ -33,8 +33,7 @@ def imports_of_a_filter_plugin(tmp_path: Path, callbacks: str | None) -> int:
     tasks = [{"name": f"Template {n}", "ansible.builtin.debug": {"msg": f"{{{{ {n} | counted }}}}"}} for n in range(TASKS)]
     playbook = tmp_path / "playbook.yml"
     playbook.write_text(yaml.safe_dump([{"hosts": "localhost", "gather_facts": False, "tasks": tasks}]))
-    inventory = tmp_path / "inventory.yml"
-    inventory.write_text(yaml.safe_dump({"all": {"hosts": {"localhost": LOCAL_CONNECTION}}}))
+    inventory = write_local_inventory(tmp_path / "inventory.yml", {}, {"local": {"localhost": {}}})
     log = tmp_path / f"imports-{callbacks}.log"
     env = {"IMPORT_LOG": str(log)}
     if callbacks is not None:
