@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 from celery_kafka.cgroup import read_memory
-from celery_kafka.deadletter import TASK_FAILED, UNDECODABLE, DeadLetter, Source, encode_raw
-from celery_kafka.envelope import UndecodableMessage, decode_envelope, task_message
+from celery_kafka.deadletter import REDELIVERY_LIMIT, TASK_FAILED, UNDECODABLE, DeadLetter, Source, encode_raw, letter_for
+from celery_kafka.delivery import Delivery
+from celery_kafka.envelope import TaskMessage, UndecodableMessage, decode_envelope, task_message
 from celery_kafka.partitioning import murmur2, partition_for_key
 from celery_kafka.settings import WorkerEnvironment, celery_settings
 from celery_kafka.transport import bootstrap_servers, retry_while_coordinator_moves
@@ -88,6 +89,18 @@ def test_dead_letter_round_trips_through_json():
     assert not DeadLetter(kind=UNDECODABLE, reason="x", source=Source("t", 0, 0)).replayable
     with pytest.raises(ValueError, match="unknown dead-letter kind"):
         DeadLetter(kind="lost", reason="x", source=Source("t", 0, 0))
+
+
+def test_the_dead_letter_of_a_delivery_keeps_its_source_and_value_and_the_task_when_there_is_one():
+    delivery = Delivery("celery.tasks", 2, 7, attempt=4, key=b"k\xff", timestamp_ms=5, headers={"h": "v"}, raw_value=b"\x00raw")
+    undecodable = letter_for(delivery, UNDECODABLE, "not JSON")
+    assert undecodable.source == Source("celery.tasks", 2, 7, timestamp_ms=5, key="k\ufffd", headers={"h": "v"})
+    assert undecodable.raw_value == b"\x00raw" and undecodable.task_name is None and not undecodable.replayable
+    task = TaskMessage("id-1", "demo.add", [1, 2], {"z": 3}, retries=1, partition_key="k", replays=2)
+    died = letter_for(delivery, REDELIVERY_LIMIT, "delivered 3 times", task)
+    assert (died.task_id, died.task_name, died.args, died.kwargs) == ("id-1", "demo.add", [1, 2], {"z": 3})
+    assert (died.partition_key, died.retries, died.replays, died.record_key) == ("k", 1, 2, b"k")
+    assert died.replayable and DeadLetter.from_json(died.to_json()) == died
 
 
 def test_cgroup_v1_memory_limit_of_a_systemd_unit(tmp_path: Path):

@@ -12,7 +12,11 @@ import json
 import socket
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from celery_kafka.delivery import Delivery
+    from celery_kafka.envelope import TaskMessage
 
 # Why a message was dead-lettered.
 TASK_FAILED = "task-failed"  # the task raised after its last retry
@@ -79,3 +83,21 @@ class DeadLetter:
 
 def encode_raw(value: bytes | None) -> str | None:
     return None if value is None else base64.b64encode(value).decode()
+
+
+def letter_for(delivery: Delivery, kind: str, reason: str, task: TaskMessage | None = None) -> DeadLetter:
+    """The dead letter of a delivered record: where it was and its whole value, and the task when it decoded as one."""
+    source = Source(
+        topic=delivery.topic,
+        partition=delivery.partition,
+        offset=delivery.offset,
+        timestamp_ms=delivery.timestamp_ms,
+        key=None if delivery.key is None else delivery.key.decode("utf-8", "replace"),
+        headers=delivery.headers,
+    )
+    letter = DeadLetter(kind=kind, reason=reason, source=source, raw_value_b64=encode_raw(delivery.raw_value))
+    if task is not None:
+        letter.task_id, letter.task_name = task.task_id, task.task_name
+        letter.args, letter.kwargs = task.args, task.kwargs
+        letter.partition_key, letter.retries, letter.replays = task.partition_key, task.retries, task.replays
+    return letter

@@ -4,9 +4,9 @@ What it changes, and why:
 
 * bootstrap from every broker in the URL (``partitionedkafka://k1:9092;partitionedkafka://k2:9092``), not only the
   first host;
-* one producer with ``acks=all``, idempotence and retries; a task's partition key (header ``partition_key``) is the
-  record key and Kafka's murmur2 partitioner maps it, so the same key always lands on the same partition;
-  ``_put`` returns only once the brokers acknowledged the record, unless the caller opened a
+* one producer with ``acks=all``, idempotence and retries (producing.py); a task's partition key (header
+  ``partition_key``) is the record key and Kafka's murmur2 partitioner maps it, so the same key always lands on the
+  same partition; ``_put`` returns only once the brokers acknowledged the record, unless the caller opened a
   ``deferred_acks()`` block: then records are batched (own producer, ``linger.ms`` > 0) and the block's exit waits
   for every acknowledgement and raises DeliveryFailed naming each record that was not acknowledged;
 * a worker started with transport option ``partition`` consumes exactly that partition by ``assign()`` (no group
@@ -36,20 +36,21 @@ import threading
 import time
 from collections.abc import Callable
 from queue import Empty
-from typing import Any, ClassVar
+from typing import Any
 
 from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from kombu.transport import TRANSPORT_ALIASES, confluentkafka
 from kombu.utils.json import dumps
 
 from celery_kafka import metrics
-from celery_kafka.deadletter import REDELIVERY_LIMIT, UNDECODABLE, DeadLetter, Source, encode_raw
+from celery_kafka.deadletter import REDELIVERY_LIMIT, UNDECODABLE, DeadLetter, letter_for
 from celery_kafka.delivery import Delivery, hand_out, take_back
 from celery_kafka.delivery import delivery_of as delivery_of  # re-exported: its import path before 0.2
 from celery_kafka.envelope import PARTITION_KEY_HEADER, TaskMessage, UndecodableMessage, decode_envelope, task_message
 from celery_kafka.journal import Journal
 from celery_kafka.offsets import Commit, PartitionPositions
-from celery_kafka.publishing import DeferredAcks, DeliveryFailed, current_deferred
+from celery_kafka.producing import DurableProducers
+from celery_kafka.publishing import current_deferred
 from celery_kafka.publishing import deferred_acks as deferred_acks  # re-exported: its import path before 0.2
 
 logger = logging.getLogger(__name__)
@@ -103,27 +104,8 @@ class QoS(confluentkafka.QoS):
 class Channel(confluentkafka.Channel):
     QoS = QoS
 
-    # librdkafka settings that make a published task durable before _put returns.
-    durable_producer_config: ClassVar[dict[str, Any]] = {
-        "acks": "all",
-        "enable.idempotence": True,
-        "retries": 2147483647,
-        "max.in.flight.requests.per.connection": 5,
-        "delivery.timeout.ms": 120000,
-        # Each publish waits for its own acknowledgement, so lingering for a batch only adds latency.
-        "linger.ms": 0,
-        # Java-compatible key hashing: the owner of a key can be computed anywhere (partitioning.partition_for_key).
-        "partitioner": "murmur2_random",
-    }
-    # In a deferred_acks() block nobody waits for a single record: let librdkafka collect a batch per partition. The
-    # block's exit flushes, which sends at once, so the linger adds no latency there. 50 ms, not librdkafka's 5: with
-    # records arriving every few hundred microseconds (each apply_async does Celery's work in between), a 5 ms linger
-    # cost 130-170 us per produce() and 400-580 us of the client's CPU per record, 50 ms about 5 (docs/facts.md).
-    deferred_producer_config: ClassVar[dict[str, Any]] = {"linger.ms": 50}
-
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        self._producer: Producer | None = None
-        self._deferred_producer: Producer | None = None
+        self._producers: DurableProducers | None = None
         self._attempts: dict[tuple[str, int, int], int] = {}
         self._positions: dict[tuple[str, int], PartitionPositions] = {}
         # Partitions with acks whose commit waits for the partition's next poll (see commit_delivery).
@@ -182,73 +164,25 @@ class Channel(confluentkafka.Channel):
         """How soon a running producer sees partitions added for a new worker (librdkafka's default is 5 minutes)."""
         return int(self.options.get("metadata_refresh_ms", 30000))
 
-    def _producer_config(self) -> dict[str, Any]:
-        # Celery keeps this channel (and so this producer) in the app's producer pool for the life of the client: it
+    @property
+    def producers(self) -> DurableProducers:
+        # Celery keeps this channel (and so its producers) in the app's producer pool for the life of the client: they
         # must refresh topic metadata often enough to start using a partition added for a new worker node.
-        return {
-            **self.common_config,
-            **self.durable_producer_config,
-            "topic.metadata.refresh.interval.ms": self.metadata_refresh_ms,
-            **(self.options.get("kafka_producer_config") or {}),
-        }
+        if self._producers is None:
+            self._producers = DurableProducers(
+                {**self.common_config, "topic.metadata.refresh.interval.ms": self.metadata_refresh_ms},
+                self.options.get("kafka_producer_config") or {},
+                self.options.get("kafka_deferred_producer_config") or {},
+                self.publish_timeout,
+            )
+        return self._producers
 
     def _get_producer(self, queue: str) -> Producer:
-        if self._producer is None:
-            self._producer = Producer(self._producer_config())
-        return self._producer
-
-    def _get_deferred_producer(self) -> Producer:
-        """A second producer for deferred_acks() blocks: same durability, but it lingers to batch. Records of one
-        thread never wait in both: a synchronous publish is acknowledged before it returns, a block's records
-        before the block exits, so a key's order is kept."""
-        if self._deferred_producer is None:
-            self._deferred_producer = Producer(
-                {
-                    **self._producer_config(),
-                    **self.deferred_producer_config,
-                    **(self.options.get("kafka_deferred_producer_config") or {}),
-                }
-            )
-        return self._deferred_producer
-
-    def produce_deferred(
-        self, batch: DeferredAcks, topic: str, value: bytes, key: bytes | None, headers: dict[str, str] | None, label: str
-    ) -> None:
-        """Queue one record in the batching producer; its delivery report goes to `batch` (checked on block exit)."""
-        producer = self._get_deferred_producer()
-        on_delivery = batch.track(producer, label)
-        deadline = time.monotonic() + self.publish_timeout
-        while True:
-            try:
-                producer.produce(topic, value=value, key=key, headers=list((headers or {}).items()), on_delivery=on_delivery)
-                break
-            except BufferError:
-                # librdkafka's local queue is full: serve delivery reports until there is room again.
-                if time.monotonic() > deadline:
-                    on_delivery(KafkaError(KafkaError._QUEUE_FULL, "producer queue full"), None)  # type: ignore[arg-type]
-                    raise DeliveryFailed(KafkaError(KafkaError._QUEUE_FULL, f"{label}: producer queue full")) from None
-                producer.poll(0.05)
-        producer.poll(0)
+        return self.producers.durable_producer()
 
     def produce_durably(self, topic: str, value: bytes, key: bytes | None = None, headers: dict[str, str] | None = None) -> Message:
         """Produce one record and wait until the brokers acknowledged it (acks=all); raise DeliveryFailed if not."""
-        producer = self._get_producer(topic)
-        outcome: dict[str, Any] = {}
-
-        def on_delivery(error: KafkaError | None, message: Message) -> None:
-            outcome["error"], outcome["message"] = error, message
-
-        producer.produce(topic, value=value, key=key, headers=list((headers or {}).items()), on_delivery=on_delivery)
-        deadline = time.monotonic() + self.publish_timeout
-        while "message" not in outcome and time.monotonic() < deadline:
-            producer.poll(0.05)
-        if "message" not in outcome:
-            raise DeliveryFailed(
-                KafkaError(KafkaError._MSG_TIMED_OUT, f"no acknowledgement from the brokers within {self.publish_timeout} s")
-            )
-        if outcome["error"] is not None:
-            raise DeliveryFailed(outcome["error"])
-        return outcome["message"]
+        return self.producers.produce_durably(topic, value, key=key, headers=headers)
 
     def _put(self, queue: str, message: dict[str, Any], **kwargs: Any) -> None:
         topic = self.sanitize_queue_name(queue)
@@ -260,7 +194,7 @@ class Channel(confluentkafka.Channel):
             self.produce_durably(topic, value, key=record_key)
         else:
             label = f"task {headers.get('task', '?')}[{headers.get('id', '?')}] to {topic}"
-            self.produce_deferred(batch, topic, value, record_key, None, label)
+            self.producers.produce_deferred(batch, topic, value, record_key, None, label)
 
     # --- consuming ---------------------------------------------------------------------------------------------
     def _get_consumer(self, queue: str) -> Consumer:
@@ -504,32 +438,7 @@ class Channel(confluentkafka.Channel):
             self._redeliveries.setdefault(delivery.topic, []).append(delivery)
 
     def _dead_letter(self, delivery: Delivery, kind: str, reason: str, task: TaskMessage | None = None) -> None:
-        letter = DeadLetter(
-            kind=kind,
-            reason=reason,
-            source=Source(
-                topic=delivery.topic,
-                partition=delivery.partition,
-                offset=delivery.offset,
-                timestamp_ms=delivery.timestamp_ms,
-                key=None if delivery.key is None else delivery.key.decode("utf-8", "replace"),
-                headers=delivery.headers,
-            ),
-            raw_value_b64=encode_raw(delivery.raw_value),
-            **(
-                {}
-                if task is None
-                else {
-                    "task_id": task.task_id,
-                    "task_name": task.task_name,
-                    "args": task.args,
-                    "kwargs": task.kwargs,
-                    "partition_key": task.partition_key,
-                    "retries": task.retries,
-                    "replays": task.replays,
-                }
-            ),
-        )
+        letter = letter_for(delivery, kind, reason, task)
         self.publish_dead_letter(letter)
         # Only once the dead letter is safely stored is the original skipped.
         journal = self._journals.get((delivery.topic, delivery.partition))
@@ -576,10 +485,9 @@ class Channel(confluentkafka.Channel):
         except KafkaException as error:
             # The acked task runs again after the restart (at-least-once); nothing is skipped.
             logger.warning("could not store the last ack on close: %s", error)
-        for producer in (self._producer, self._deferred_producer):
-            if producer is not None:
-                producer.flush(self.publish_timeout)
-        self._producer = self._deferred_producer = None
+        if self._producers is not None:
+            self._producers.flush()
+            self._producers = None
         for journal in self._journals.values():
             journal.close()
         self._journals.clear()
