@@ -1,6 +1,7 @@
 """callback_plugins/preload_plugins.py: with it (the repository's ansible.cfg enables it), ansible-playbook's main
 process loads the filter, lookup and connection plugins and the task workers inherit them; without it, each task's
-worker imports each plugin file again (and parses a lookup or connection plugin's documentation for its settings)."""
+worker imports each plugin file again (and parses a lookup or connection plugin's documentation for its settings).
+The lookups it loads are the ones its `lookups` option names."""
 
 from __future__ import annotations
 
@@ -83,7 +84,8 @@ def imports_per_plugin(tmp_path: Path, callbacks: str | None) -> dict[str, int]:
     inventory = write_local_inventory(tmp_path / "inventory.yml", {}, {"local": {"localhost": host}})
     log_dir = tmp_path / f"imports-{callbacks}"
     log_dir.mkdir()
-    env = {"IMPORT_LOG_DIR": str(log_dir), "ANSIBLE_COLLECTIONS_PATH": str(tmp_path)}
+    # The lookups to load once are named (the callback's `lookups` option).
+    env = {"IMPORT_LOG_DIR": str(log_dir), "ANSIBLE_COLLECTIONS_PATH": str(tmp_path), "ANSIBLE_PRELOAD_LOOKUPS": "counted"}
     if callbacks is not None:
         env["ANSIBLE_CALLBACKS_ENABLED"] = callbacks
     result = run_playbook(str(playbook), inventory, env=env)
