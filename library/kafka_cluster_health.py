@@ -74,13 +74,12 @@ from ansible.module_utils.kafka_cli import (
     ADMIN_TOOL_OPTIONS,
     QUORUM_COMMAND,
     TOPIC_COMMAND,
-    assess_health,
-    parse_quorum_replication,
-    parse_topic_describe,
     quorum_describe_args,
     run_java_tool,
     with_command_config,
 )
+from ansible.module_utils.kafka_cluster_health import assess_health, parse_quorum_replication
+from ansible.module_utils.kafka_topics import parse_topic_describe
 
 
 def main() -> None:

@@ -74,16 +74,8 @@ import tempfile
 from pathlib import Path
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.kafka_cli import (
-    ADMIN_TOOL_OPTIONS,
-    CONFIG_COMMAND_CANDIDATES,
-    find_main_class,
-    parse_user_scram_describe,
-    plan_scram_users,
-    run_admin_tool,
-    scram_add_config,
-    scram_fingerprint,
-)
+from ansible.module_utils.kafka_cli import ADMIN_TOOL_OPTIONS, CONFIG_COMMAND_CANDIDATES, find_main_class, run_admin_tool
+from ansible.module_utils.kafka_scram_users import parse_user_scram_describe, plan_scram_users, scram_add_config, scram_fingerprint
 
 
 def read_state(path: str) -> dict[str, dict[str, str]]:

@@ -69,18 +69,8 @@ refused:
 """
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.kafka_cli import (
-    ADMIN_TOOL_OPTIONS,
-    CONFIG_COMMAND_CANDIDATES,
-    TOPIC_COMMAND,
-    PlanError,
-    add_config_argument,
-    find_main_class,
-    parse_config_describe,
-    parse_topic_describe,
-    plan_topic,
-    run_admin_tool,
-)
+from ansible.module_utils.kafka_cli import ADMIN_TOOL_OPTIONS, CONFIG_COMMAND_CANDIDATES, TOPIC_COMMAND, find_main_class, run_admin_tool
+from ansible.module_utils.kafka_topics import PlanError, add_config_argument, parse_config_describe, parse_topic_describe, plan_topic
 
 
 def config_command(module: AnsibleModule) -> str:

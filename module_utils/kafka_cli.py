@@ -1,22 +1,21 @@
 # Copyright: kafka-celery-stack contributors
 # Apache License 2.0
-"""Helpers shared by the Kafka modules: run Kafka's Java admin tools and parse what they print.
+"""Run Kafka's Java admin tools for the Kafka modules.
 
 The modules run on a Kafka node and call the tools straight from the release's libs/ directory, so they work with an
 official release and with an archive assembled from Maven Central alike, and need nothing but Java on the node.
-Parsing and planning are pure functions so they can be unit-tested without a cluster.
+What each module does with the output is in its own module_utils file (kafka_topics, kafka_cluster_health,
+kafka_scram_users, kafka_acls): pure functions, unit-tested without a cluster.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-import re
 import shutil
 import tempfile
 import threading
 import zipfile
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,27 +29,6 @@ TOPIC_COMMAND = "org.apache.kafka.tools.TopicCommand"
 QUORUM_COMMAND = "org.apache.kafka.tools.MetadataQuorumCommand"
 # ConfigCommand lives in the broker jar up to 4.3 and moves to kafka-tools later; newest location first.
 CONFIG_COMMAND_CANDIDATES = ("org.apache.kafka.tools.ConfigCommand", "kafka.admin.ConfigCommand")
-
-
-class PlanError(Exception):
-    """A requested change that Kafka cannot make, or that would lose data."""
-
-
-@dataclass
-class PartitionState:
-    partition: int
-    leader: int | None
-    replicas: list[int]
-    isr: list[int]
-
-
-@dataclass
-class TopicState:
-    name: str
-    partition_count: int
-    replication_factor: int
-    partitions: list[PartitionState] = field(default_factory=list)
-    config: dict[str, str] = field(default_factory=dict)
 
 
 # A tool runs for about a second: the serial collector and the first JIT tier start faster and burn ~30 % less CPU
@@ -120,285 +98,6 @@ def find_main_class(kafka_home: str, candidates: tuple[str, ...]) -> str | None:
         with zipfile.ZipFile(jar) as archive:
             found.update(wanted[entry] for entry in archive.namelist() if entry in wanted)
     return next((name for name in candidates if name in found), None)
-
-
-def _int_list(text: str) -> list[int]:
-    return [int(part) for part in text.split(",") if part.strip()]
-
-
-def _fields(line: str) -> dict[str, str]:
-    """'Topic: a\tPartition: 0\tLeader: 1' -> {'Topic': 'a', 'Partition': '0', 'Leader': '1'}."""
-    result: dict[str, str] = {}
-    for chunk in line.strip().split("\t"):
-        key, sep, value = chunk.partition(":")
-        if sep:
-            result[key.strip()] = value.strip()
-    return result
-
-
-def parse_topic_describe(output: str) -> dict[str, TopicState]:
-    """Parse `TopicCommand --describe` output into topic states (configs are read separately)."""
-    topics: dict[str, TopicState] = {}
-    for raw in output.splitlines():
-        if not raw.strip():
-            continue
-        fields = _fields(raw)
-        name = fields.get("Topic")
-        if name is None:
-            continue
-        if "Partition" in fields:
-            leader = fields.get("Leader", "")
-            # Filtered describes (--under-replicated-partitions) print partition lines without a topic header.
-            topic = topics.setdefault(name, TopicState(name=name, partition_count=-1, replication_factor=-1))
-            topic.partitions.append(
-                PartitionState(
-                    partition=int(fields["Partition"]),
-                    leader=int(leader) if leader.lstrip("-").isdigit() and int(leader) >= 0 else None,
-                    replicas=_int_list(fields.get("Replicas", "")),
-                    isr=_int_list(fields.get("Isr", "")),
-                )
-            )
-        elif "PartitionCount" in fields:
-            topic = topics.setdefault(name, TopicState(name=name, partition_count=-1, replication_factor=-1))
-            topic.partition_count = int(fields["PartitionCount"])
-            topic.replication_factor = int(fields["ReplicationFactor"])
-    return topics
-
-
-_CONFIG_HEADER = re.compile(r"^(?:Dynamic )?configs for topic (?P<name>\S+) are:$")
-_CONFIG_LINE = re.compile(r"^\s+(?P<key>[^=\s]+)=(?P<value>.*?) sensitive=(?:true|false) synonyms=\{.*\}$")
-
-
-def parse_config_describe(output: str) -> dict[str, dict[str, str]]:
-    """Parse `ConfigCommand --describe --entity-type topics`: the dynamic (per-topic) overrides of each topic."""
-    configs: dict[str, dict[str, str]] = {}
-    current: str | None = None
-    for raw in output.splitlines():
-        header = _CONFIG_HEADER.match(raw.strip())
-        if header:
-            current = header.group("name")
-            configs.setdefault(current, {})
-            continue
-        entry = _CONFIG_LINE.match(raw)
-        if entry and current is not None:
-            configs[current][entry.group("key")] = entry.group("value")
-    return configs
-
-
-def config_value(value: object) -> str:
-    """Render a declared config value the way Kafka prints it."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, list):
-        return ",".join(config_value(item) for item in value)
-    return str(value)
-
-
-@dataclass
-class TopicPlan:
-    name: str
-    create: bool = False
-    partitions_from: int | None = None
-    partitions_to: int | None = None
-    config_changes: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def changed(self) -> bool:
-        return self.create or self.partitions_to is not None or bool(self.config_changes)
-
-
-def plan_topic(desired: dict, current: TopicState | None) -> TopicPlan:
-    """Compare one declared topic with the cluster and say what to do; raise PlanError for unsafe requests
-    (with the topic's own `hint`, if it declares one, appended)."""
-    try:
-        return _plan_topic(desired, current)
-    except PlanError as error:
-        hint = desired.get("hint")
-        raise PlanError(f"{error} {hint}" if hint else str(error)) from None
-
-
-def _plan_topic(desired: dict, current: TopicState | None) -> TopicPlan:
-    name = desired["name"]
-    partitions = int(desired["partitions"])
-    replication = int(desired["replication_factor"])
-    declared = {key: config_value(value) for key, value in (desired.get("config") or {}).items()}
-    if current is None:
-        return TopicPlan(name=name, create=True, partitions_to=partitions, config_changes=declared)
-    if partitions < current.partition_count:
-        raise PlanError(
-            f"topic {name}: refusing to lower partitions from {current.partition_count} to {partitions}. Kafka cannot "
-            "remove partitions, and keys would move to other partitions. Keep the declared count at "
-            f"{current.partition_count} or more; to really shrink, create a new topic and migrate to it."
-        )
-    if replication != current.replication_factor:
-        direction = "lower" if replication < current.replication_factor else "raise"
-        raise PlanError(
-            f"topic {name}: refusing to {direction} the replication factor from {current.replication_factor} to "
-            f"{replication}. Changing replication moves replicas between brokers; do it with a reviewed "
-            "kafka-reassign-partitions plan, then declare the new factor here."
-        )
-    plan = TopicPlan(name=name)
-    if partitions > current.partition_count:
-        plan.partitions_from = current.partition_count
-        plan.partitions_to = partitions
-    plan.config_changes = {key: value for key, value in declared.items() if current.config.get(key) != value}
-    return plan
-
-
-def add_config_argument(changes: dict[str, str]) -> str:
-    """`--add-config` value; values holding commas are wrapped in brackets as ConfigCommand requires."""
-    return ",".join(f"{key}=[{value}]" if "," in value else f"{key}={value}" for key, value in sorted(changes.items()))
-
-
-def parse_quorum_status(output: str) -> dict[str, str]:
-    """`MetadataQuorumCommand describe --status`: 'Key:   value' lines into a dict."""
-    status: dict[str, str] = {}
-    for raw in output.splitlines():
-        key, sep, value = raw.partition(":")
-        if sep and key.strip() and " " not in key.strip():
-            status[key.strip()] = value.strip()
-    return status
-
-
-@dataclass
-class QuorumReplica:
-    node_id: int
-    log_end_offset: int
-    lag: int
-    status: str
-    last_fetch_ms: int = -1
-
-
-def parse_quorum_replication(output: str) -> list[QuorumReplica]:
-    """`MetadataQuorumCommand describe --replication`: one row per voter and observer."""
-    lines = [line for line in output.splitlines() if line.strip()]
-    if not lines:
-        return []
-    header = lines[0].split()
-    replicas = []
-    for line in lines[1:]:
-        cells = dict(zip(header, line.split(), strict=False))
-        if "NodeId" not in cells or not cells["NodeId"].isdigit():
-            continue
-        replicas.append(
-            QuorumReplica(
-                node_id=int(cells["NodeId"]),
-                log_end_offset=int(cells.get("LogEndOffset", "-1")),
-                lag=int(cells.get("Lag", "-1")),
-                status=cells.get("Status", ""),
-                last_fetch_ms=int(cells.get("LastFetchTimestamp", "-1")),
-            )
-        )
-    return replicas
-
-
-def assess_health(
-    replicas: list[QuorumReplica] | None,
-    topics: dict[str, TopicState] | None,
-    expected_voters: int | None = None,
-    require_node: int | None = None,
-    max_lag: int = 100,
-    max_fetch_age_ms: int = 15000,
-) -> tuple[list[str], list[str], list[str]]:
-    """Problems of a cluster from the quorum's `describe --replication` rows and an unfiltered `TopicCommand
-    --describe`, with the under-replicated and leaderless topic:partition entries. None skips a side (its tool
-    failed, or the partitions were not asked for)."""
-    problems: list[str] = []
-    voters = [r for r in replicas or [] if r.status in ("Leader", "Follower")]
-    if replicas is not None:
-        problems.extend(_quorum_problems(replicas, voters, expected_voters, require_node, max_lag, max_fetch_age_ms))
-    under_replicated: list[str] = []
-    unavailable: list[str] = []
-    for name, topic in sorted((topics or {}).items()):
-        for partition in topic.partitions:
-            entry = f"{name}:{partition.partition}"
-            if partition.leader is None:
-                unavailable.append(entry)
-            elif len(partition.isr) < len(partition.replicas):
-                under_replicated.append(entry)
-    if under_replicated:
-        problems.append(f"{len(under_replicated)} under-replicated partition(s): {', '.join(under_replicated[:10])}")
-    if unavailable:
-        problems.append(f"{len(unavailable)} partition(s) without a leader: {', '.join(unavailable[:10])}")
-    return problems, under_replicated, unavailable
-
-
-def _quorum_problems(
-    replicas: list[QuorumReplica],
-    voters: list[QuorumReplica],
-    expected_voters: int | None,
-    require_node: int | None,
-    max_lag: int,
-    max_fetch_age_ms: int,
-) -> list[str]:
-    problems: list[str] = []
-    leader = next((r for r in replicas if r.status == "Leader"), None)
-    if leader is None:
-        problems.append("the KRaft quorum has no leader")
-    elif leader.last_fetch_ms > 0:
-        # A stopped node keeps its last lag (metadata grows slowly when idle); the leader's clock says it went quiet.
-        problems.extend(
-            f"node {r.node_id} last fetched from the quorum leader {(leader.last_fetch_ms - r.last_fetch_ms) / 1000:.0f} s ago"
-            for r in replicas
-            if r is not leader and r.last_fetch_ms > 0 and leader.last_fetch_ms - r.last_fetch_ms > max_fetch_age_ms
-        )
-    if expected_voters is not None and len(voters) != expected_voters:
-        problems.append(f"the quorum has {len(voters)} voters, expected {expected_voters}")
-    problems.extend(f"voter {r.node_id} trails the leader by {r.lag} records" for r in voters if r.lag < 0 or r.lag > max_lag)
-    if require_node is not None:
-        mine = [r for r in replicas if r.node_id == require_node]
-        if not mine:
-            problems.append(f"node {require_node} is not part of the quorum yet")
-        elif mine[0] not in voters and (mine[0].lag < 0 or mine[0].lag > max_lag):
-            problems.append(f"node {require_node} trails the leader by {mine[0].lag} records")
-    return problems
-
-
-# --- SCRAM users ------------------------------------------------------------------------------------------------
-SCRAM_MECHANISMS = ("SCRAM-SHA-256", "SCRAM-SHA-512")
-_SCRAM_LINE = re.compile(r"^SCRAM credential configs for user-principal '(?P<name>[^']*)' are (?P<creds>.*)$")
-
-
-def parse_user_scram_describe(output: str) -> dict[str, set[str]]:
-    """`ConfigCommand --describe --entity-type users`: the SCRAM mechanisms each user has credentials for."""
-    users: dict[str, set[str]] = {}
-    for raw in output.splitlines():
-        match = _SCRAM_LINE.match(raw.strip())
-        if match:
-            mechanisms = {part.split("=", 1)[0].strip() for part in match.group("creds").split(",")}
-            users[match.group("name")] = {m for m in mechanisms if m in SCRAM_MECHANISMS}
-    return users
-
-
-def scram_fingerprint(password: str, salt: str, mechanism: str) -> str:
-    """Salted, slow hash of a password, kept on the node to notice a changed password without storing it."""
-    digest = hashlib.pbkdf2_hmac("sha256", f"{mechanism}:{password}".encode(), bytes.fromhex(salt), 100_000)
-    return digest.hex()
-
-
-def plan_scram_users(
-    users: list[dict[str, str]], mechanism: str, existing: dict[str, set[str]], state: dict[str, dict[str, str]]
-) -> list[str]:
-    """Names of the users whose credential must be (re)set: missing in Kafka for `mechanism`, never set by us, or
-    set with another password than the one declared now."""
-    todo = []
-    for user in users:
-        name, password = user["name"], user["password"]
-        known = state.get(name)
-        if (
-            mechanism not in existing.get(name, set())
-            or known is None
-            or known.get("mechanism") != mechanism
-            or scram_fingerprint(password, known["salt"], mechanism) != known.get("fingerprint")
-        ):
-            todo.append(name)
-    return todo
-
-
-def scram_add_config(mechanism: str, password: str, iterations: int = 8192) -> str:
-    """`--add-config-file` line that sets one SCRAM credential. Unlike `--add-config`, the file form takes no brackets
-    (ConfigCommand 4.3.1 rejects `SCRAM-SHA-512=[...]` read from a file as an invalid credential property)."""
-    return f"{mechanism}=iterations={iterations},password={password}\n"
 
 
 def with_command_config(args: list[str], command_config: str | None) -> list[str]:

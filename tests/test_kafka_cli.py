@@ -1,4 +1,5 @@
-"""Parsing and planning in module_utils/kafka_cli.py, fed with output recorded from Kafka 4.3.1's tools."""
+"""The Kafka modules' pure logic in module_utils (kafka_topics, kafka_cluster_health, kafka_scram_users and the tool
+arguments in kafka_cli), fed with output recorded from Kafka 4.3.1's tools."""
 
 from __future__ import annotations
 
@@ -6,26 +7,17 @@ import zipfile
 
 import pytest
 
-from kafka_cli import (
-    CONFIG_COMMAND_CANDIDATES,
+from kafka_cli import CONFIG_COMMAND_CANDIDATES, find_main_class, quorum_describe_args, with_command_config
+from kafka_cluster_health import QuorumReplica, assess_health, parse_quorum_replication, parse_quorum_status
+from kafka_scram_users import parse_user_scram_describe, plan_scram_users, scram_add_config, scram_fingerprint
+from kafka_topics import (
     PlanError,
-    QuorumReplica,
     TopicState,
     add_config_argument,
-    assess_health,
     config_value,
-    find_main_class,
     parse_config_describe,
-    parse_quorum_replication,
-    parse_quorum_status,
     parse_topic_describe,
-    parse_user_scram_describe,
-    plan_scram_users,
     plan_topic,
-    quorum_describe_args,
-    scram_add_config,
-    scram_fingerprint,
-    with_command_config,
 )
 
 DESCRIBE = (

@@ -12,7 +12,7 @@ import pytest
 import requests
 from confluent_kafka.admin import ConfigResource
 
-from kafka_cli import parse_quorum_replication, parse_quorum_status
+from kafka_cluster_health import parse_quorum_replication, parse_quorum_status
 from verify_support import (
     DLQ_TOPIC,
     KAFKA_HOME,
