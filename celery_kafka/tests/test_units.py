@@ -9,12 +9,13 @@ from pathlib import Path
 import pytest
 
 from celery_kafka.cgroup import read_memory
+from celery_kafka.committing import retry_while_coordinator_moves
 from celery_kafka.deadletter import REDELIVERY_LIMIT, TASK_FAILED, UNDECODABLE, DeadLetter, Source, encode_raw, letter_for
 from celery_kafka.delivery import Delivery
 from celery_kafka.envelope import TaskMessage, UndecodableMessage, decode_envelope, task_message
 from celery_kafka.partitioning import murmur2, partition_for_key
 from celery_kafka.settings import WorkerEnvironment, celery_settings
-from celery_kafka.transport import bootstrap_servers, retry_while_coordinator_moves
+from celery_kafka.transport import bootstrap_servers
 
 # Expected values from Kafka's own UtilsTest (Java ints).
 MURMUR2_VECTORS = {

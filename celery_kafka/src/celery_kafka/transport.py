@@ -20,8 +20,8 @@ What it changes, and why:
   attempts of the messages in flight and, with a concurrent pool, the offsets after it that already finished, in the
   commit metadata) is committed asynchronously at most every ``commit_interval_seconds``; without a journal, by a
   synchronous commit before each task. A worker killed mid-task (OOM) restarts from the commit plus its journal and
-  knows how often each message was already tried and which already finished; past ``max_deliveries`` the message goes
-  to the dead-letter topic instead of killing the worker again;
+  knows how often each message was already tried and which already finished (committing.py); past ``max_deliveries``
+  the message goes to the dead-letter topic instead of killing the worker again;
 * a message given back by the worker (Celery requeues it when a pool child dies running it) is delivered again from
   memory, with its attempt counted, without rewinding the partition: messages after it that are running in other
   pool children are not read twice;
@@ -32,23 +32,21 @@ What it changes, and why:
 from __future__ import annotations
 
 import logging
-import threading
 import time
-from collections.abc import Callable
 from queue import Empty
 from typing import Any
 
-from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
 from kombu.transport import TRANSPORT_ALIASES, confluentkafka
 from kombu.utils.json import dumps
 
 from celery_kafka import metrics
+from celery_kafka.committing import COORDINATOR_NOT_READY, PartitionCommits
 from celery_kafka.deadletter import REDELIVERY_LIMIT, UNDECODABLE, DeadLetter, letter_for
 from celery_kafka.delivery import Delivery, hand_out, take_back
 from celery_kafka.delivery import delivery_of as delivery_of  # re-exported: its import path before 0.2
 from celery_kafka.envelope import PARTITION_KEY_HEADER, TaskMessage, UndecodableMessage, decode_envelope, task_message
-from celery_kafka.journal import Journal
-from celery_kafka.offsets import Commit, PartitionPositions
+from celery_kafka.offsets import PartitionPositions
 from celery_kafka.producing import DurableProducers
 from celery_kafka.publishing import current_deferred
 from celery_kafka.publishing import deferred_acks as deferred_acks  # re-exported: its import path before 0.2
@@ -57,22 +55,6 @@ logger = logging.getLogger(__name__)
 
 SCHEME = "partitionedkafka"
 DEFAULT_PORT = 9092
-
-
-def retry_while_coordinator_moves(call: Callable[[], Any], retriable: tuple[int, ...], timeout: float = 120, pause: float = 1) -> Any:
-    """Run `call` (an offset commit), again while it fails with one of the `retriable` error codes and `timeout` has
-    not passed. The group coordinator moves when its broker restarts (rolling restart, crash); a commit then fails with
-    COORDINATOR_LOAD_IN_PROGRESS or NOT_COORDINATOR for a few seconds. Committing the same offset twice is harmless."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            return call()
-        except KafkaException as exception:
-            error = exception.args[0]
-            if not isinstance(error, KafkaError) or error.code() not in retriable or time.monotonic() > deadline:
-                raise
-            logger.warning("commit waits for the group coordinator: %s", error)
-        time.sleep(pause)
 
 
 def bootstrap_servers(hosts: list[tuple[str, int | None]]) -> str:
@@ -106,19 +88,10 @@ class Channel(confluentkafka.Channel):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._producers: DurableProducers | None = None
-        self._attempts: dict[tuple[str, int, int], int] = {}
-        self._positions: dict[tuple[str, int], PartitionPositions] = {}
-        # Partitions with acks whose commit waits for the partition's next poll (see commit_delivery).
-        self._unstored_acks: set[tuple[str, int]] = set()
         # Messages given back by the worker, delivered again before anything new is read (by topic).
         self._redeliveries: dict[str, list[Delivery]] = {}
-        # With a journal: the journal of each owned partition, the last commit sent without waiting, and when.
-        self._journals: dict[tuple[str, int], Journal] = {}
-        self._sent_commits: dict[tuple[str, int], Commit] = {}
-        self._last_commit_at: dict[tuple[str, int], float] = {}
-        # Acks of a threads pool arrive from its threads while the consuming thread reads the next message.
-        self._state_lock = threading.RLock()
         super().__init__(*args, **kwargs)
+        self.commits = PartitionCommits(self._get_consumer, self.journal_dir, self.commit_interval)
 
     # --- configuration -----------------------------------------------------------------------------------------
     @property
@@ -213,27 +186,18 @@ class Channel(confluentkafka.Channel):
                     "enable.auto.offset.store": False,
                     "auto.offset.reset": "earliest",
                     # Results of the commits sent without waiting, served by poll() in this thread.
-                    "on_commit": self._on_commit,
+                    "on_commit": self.commits.on_commit,
                     **(self.options.get("kafka_consumer_config") or {}),
                 }
             )
             owned = TopicPartition(topic, partition)
             committed = self._committed(consumer, owned)
-            self._resume(topic, partition, committed)
+            self.commits.resume(topic, partition, committed)
             consumer.assign([owned])
             metrics.PARTITIONS.channels.append(self)
             logger.info("consuming %s partition %s from committed offset %s", topic, partition, committed.offset)
             self._kafka_consumers[topic] = consumer
         return consumer
-
-    # Answers a fresh cluster gives while the group coordinator (__consumer_offsets) is still being set up.
-    _coordinator_not_ready = (
-        KafkaError.NOT_COORDINATOR,
-        KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
-        KafkaError.COORDINATOR_NOT_AVAILABLE,
-        KafkaError._TIMED_OUT,
-        KafkaError._TRANSPORT,
-    )
 
     def _committed(self, consumer: Consumer, owned: TopicPartition, timeout: float = 120) -> TopicPartition:
         """The committed offset (and metadata) of the owned partition, waiting out a coordinator that is not ready."""
@@ -246,105 +210,16 @@ class Channel(confluentkafka.Channel):
                 error = committed.error
             except KafkaException as exception:
                 error = exception.args[0]
-            if error.code() not in self._coordinator_not_ready or time.monotonic() > deadline:
+            if error.code() not in COORDINATOR_NOT_READY or time.monotonic() > deadline:
                 raise KafkaException(error)
             logger.info("waiting for the group coordinator: %s", error)
             time.sleep(1)
-
-    def _resume(self, topic: str, partition: int, committed: TopicPartition) -> None:
-        """Delivery attempts and finished offsets recorded before the worker stopped, or was killed: in the commit's
-        metadata and, newer, in the node's journal."""
-        attempts: dict[int, int] = {}
-        if committed.offset != OFFSET_INVALID:
-            positions, attempts = PartitionPositions.resumed(committed.offset, committed.metadata)
-            self._positions[(topic, partition)] = positions
-        if self.journal_dir:
-            journal = Journal.for_partition(self.journal_dir, topic, partition)
-            self._journals[(topic, partition)] = journal
-            journaled, done = journal.read(committed.offset if committed.offset != OFFSET_INVALID else 0)
-            self._partition_positions(topic, partition).restore_done(done)
-            for offset, attempt in journaled.items():
-                attempts[offset] = max(attempt, attempts.get(offset, 0))
-            if journaled or done:
-                logger.info("journal of %s[%s]: %d attempts, %d finished after the commit", topic, partition, len(journaled), len(done))
-        for offset, attempt in attempts.items():
-            self._attempts[(topic, partition, offset)] = attempt
-
-    def _commit_soon(self, topic: str, partition: int) -> None:
-        """With a journal: send the partition's commit without waiting, at most every commit_interval seconds (the
-        journal holds what happened since)."""
-        owned = (topic, partition)
-        now = time.monotonic()
-        if now - self._last_commit_at.get(owned, 0.0) < self.commit_interval:
-            return
-        with self._state_lock:
-            commit = self._partition_positions(topic, partition).pending()
-            if commit is None:
-                return
-            self._partition_positions(topic, partition).stored_as(commit)
-            self._unstored_acks.discard(owned)
-        self._last_commit_at[owned] = now
-        self._sent_commits[owned] = commit
-        owned_at = TopicPartition(topic, partition, commit.offset, metadata=commit.metadata())
-        self._get_consumer(topic).commit(offsets=[owned_at], asynchronous=True)
-
-    def _on_commit(self, error: KafkaError | None, partitions: list[TopicPartition]) -> None:
-        for owned in partitions:
-            key = (owned.topic, owned.partition)
-            if error is not None or owned.error is not None:
-                # Sent again with the next commit; until then the journal holds what it would have stored.
-                logger.warning("commit of %s[%s] at %s failed: %s", owned.topic, owned.partition, owned.offset, error or owned.error)
-                with self._state_lock:
-                    self._partition_positions(*key).stored = None
-                    self._unstored_acks.add(key)
-                continue
-            sent = self._sent_commits.get(key)
-            if sent is not None and sent.offset == owned.offset:
-                self._compact_journal(key)
-
-    def _compact_journal(self, owned: tuple[str, int]) -> None:
-        """Once the latest commit is confirmed, the journal keeps only what comes after it."""
-        journal = self._journals.get(owned)
-        if journal is None:
-            return
-        with self._state_lock:
-            positions = self._partition_positions(*owned)
-            if positions.stored is None or positions.stored != self._sent_commits.get(owned):
-                return  # a newer commit is on its way (or the last one failed): compact after that one
-            # Attempts read at the restart for messages not delivered again yet are kept too.
-            waiting = {offset: attempt for (topic, partition, offset), attempt in self._attempts.items() if (topic, partition) == owned}
-            journal.compact({**waiting, **positions.in_flight}, positions.done | positions.done_before_restart)
-
-    def _commit(self, topic: str, partition: int, commit: Commit | None) -> None:
-        """Store a position and what it records (synchronously: a restart must never resume before a finished
-        message, nor without the attempt of a message that was running).
-
-        A commit is the partition's whole state, so it also stores any deferred ack; with nothing new to commit, the
-        deferred acks are stored now."""
-        positions = self._partition_positions(topic, partition)
-        with self._state_lock:
-            self._unstored_acks.discard((topic, partition))
-            commit = commit or positions.pending()
-        if commit is None:
-            return
-        owned = TopicPartition(topic, partition, commit.offset, metadata=commit.metadata())
-        consumer = self._get_consumer(topic)
-        retry_while_coordinator_moves(lambda: consumer.commit(offsets=[owned], asynchronous=False), self._coordinator_not_ready)
-        with self._state_lock:
-            positions.stored_as(commit)
-        self._sent_commits[(topic, partition)] = commit
-        self._last_commit_at[(topic, partition)] = time.monotonic()
-        self._compact_journal((topic, partition))
-
-    def _partition_positions(self, topic: str, partition: int) -> PartitionPositions:
-        return self._positions.setdefault((topic, partition), PartitionPositions())
 
     def _get(self, queue: str, **kwargs: Any) -> dict[str, Any]:
         if self.assigned_partition is None:
             return super()._get(queue, **kwargs)
         topic = self.sanitize_queue_name(queue)
         delivery = self._next_delivery(topic)
-        positions = self._partition_positions(topic, delivery.partition)
         try:
             envelope = decode_envelope(delivery.raw_value)
             task = task_message(envelope)
@@ -362,15 +237,7 @@ class Channel(confluentkafka.Channel):
             )
             raise Empty()
 
-        # Record the attempt before the task runs: if the worker dies, the restart sees it (offset stays here).
-        journal = self._journals.get((topic, delivery.partition))
-        with self._state_lock:
-            commit = positions.delivered(delivery.offset, delivery.attempt)
-        if journal is None:
-            self._commit(topic, delivery.partition, commit)
-        else:
-            journal.delivered(delivery.offset, delivery.attempt)
-            self._commit_soon(topic, delivery.partition)
+        self.commits.delivered(topic, delivery.partition, delivery.offset, delivery.attempt)
         envelope.setdefault("headers", {}).update(delivery.source_headers())
         properties = envelope["properties"]
         properties["delivery_tag"] = hand_out(delivery)
@@ -393,18 +260,9 @@ class Channel(confluentkafka.Channel):
             self.flush_deferred_acks(topic)
             raise Empty()
         partition, offset = record.partition(), record.offset()
-        positions = self._partition_positions(topic, partition)
-        if positions.finished_before_restart(offset):
-            # Finished before the worker restarted (recorded in the commit it resumed from, or in its journal).
-            with self._state_lock:
-                commit = positions.skipped(offset)
-            if (topic, partition) in self._journals:
-                self._unstored_acks.add((topic, partition))
-                self._commit_soon(topic, partition)
-            else:
-                self._commit(topic, partition, commit)
+        if self.commits.finished_before_restart(topic, partition, offset):
             raise Empty()
-        return Delivery.of_record(record, attempt=self._attempts.pop((topic, partition, offset), 0) + 1)
+        return Delivery.of_record(record, attempt=self.commits.attempt_of(topic, partition, offset))
 
     def commit_delivery(self, delivery_tag: str) -> None:
         """Move the position past an acked message.
@@ -415,20 +273,12 @@ class Channel(confluentkafka.Channel):
         poll (wait_time_seconds), and on close. A worker killed inside that window runs the acked task again
         (at-least-once), it never skips one."""
         delivery = take_back(delivery_tag)
-        if delivery is None:
-            return
-        journal = self._journals.get((delivery.topic, delivery.partition))
-        if journal is not None:
-            journal.done(delivery.offset)
-        with self._state_lock:
-            if self._partition_positions(delivery.topic, delivery.partition).acked(delivery.offset):
-                self._unstored_acks.add((delivery.topic, delivery.partition))
+        if delivery is not None:
+            self.commits.acked(delivery.topic, delivery.partition, delivery.offset)
 
     def flush_deferred_acks(self, topic: str | None = None) -> None:
         """Store every deferred ack (of one topic, or all)."""
-        for owned_topic, partition in list(self._unstored_acks):
-            if topic is None or owned_topic == topic:
-                self._commit(owned_topic, partition, None)
+        self.commits.flush(topic)
 
     def redeliver(self, delivery_tag: str) -> None:
         """Requeue: deliver the message again (next, before anything new is read), counting the attempt. It stays in
@@ -441,13 +291,7 @@ class Channel(confluentkafka.Channel):
         letter = letter_for(delivery, kind, reason, task)
         self.publish_dead_letter(letter)
         # Only once the dead letter is safely stored is the original skipped.
-        journal = self._journals.get((delivery.topic, delivery.partition))
-        if journal is not None:
-            journal.done(delivery.offset)
-        positions = self._partition_positions(delivery.topic, delivery.partition)
-        with self._state_lock:
-            commit = positions.skipped(delivery.offset)
-        self._commit(delivery.topic, delivery.partition, commit)
+        self.commits.skipped(delivery.topic, delivery.partition, delivery.offset)
         logger.error("dead-lettered %s[%s]@%s (%s): %s", delivery.topic, delivery.partition, delivery.offset, kind, reason)
 
     def publish_dead_letter(self, letter: DeadLetter) -> None:
@@ -457,8 +301,7 @@ class Channel(confluentkafka.Channel):
         metrics.DEAD_LETTERED.labels(letter.kind).inc()
 
     def partition_positions(self) -> dict[tuple[str, int], PartitionPositions]:
-        with self._state_lock:
-            return dict(self._positions)
+        return self.commits.snapshot()
 
     def high_watermark(self, topic: str, partition: int) -> int | None:
         """End offset of an owned partition, asked from the broker (for the lag metric)."""
@@ -488,9 +331,7 @@ class Channel(confluentkafka.Channel):
         if self._producers is not None:
             self._producers.flush()
             self._producers = None
-        for journal in self._journals.values():
-            journal.close()
-        self._journals.clear()
+        self.commits.close()
         super().close()
 
 
