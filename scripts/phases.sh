@@ -2,6 +2,9 @@
 # Run `make <phase>` for each phase given, in order, and end with a table of the phases and their seconds, so the
 # next person sees where the time goes. Stops at the first failing phase (the table still prints, the exit code is
 # that phase's). The table is also written to .cache/test-results/phases.txt.
+# Each row also says how busy the whole machine was while the phase ran (every process, not only the phase's own):
+# on 2 cores a phase's seconds depend on what runs beside it, and a busy figure well under 100 % in the lanes means
+# a core sat idle.
 #
 # An argument "lanes: A B | C D" runs lanes side by side: phases A then B in one lane, C then D in another. A lane
 # stops at its first failure; the others finish. Each phase's output goes to .cache/test-results/<phase>.log and is
@@ -15,15 +18,28 @@ rows="${results}/phases.rows"
 : >"${rows}"
 suite_start=${SECONDS}
 
-record() { printf '%s\t%s\t%s\n' "$1" "$2" "$3" >>"${rows}"; }
+# Busy and total CPU time of the machine so far, in clock ticks (/proc/stat: busy is everything but idle and iowait).
+cpu_ticks() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9 }' /proc/stat; }
+suite_cpu=$(cpu_ticks)
+
+# Percentage of the machine's CPU time that was busy between two cpu_ticks readings.
+busy_percent() {
+  local -a from=($1) to=($2)
+  local total=$((to[1] - from[1]))
+  ((total > 0)) && echo $((100 * (to[0] - from[0]) / total)) || echo 0
+}
+
+# A row of the table: phase, seconds, how busy the machine was (from the phase's starting cpu_ticks), result.
+record() { printf '%s\t%s\t%s\t%s\n' "$1" "$2" "$(busy_percent "$3" "$(cpu_ticks)")" "$4" >>"${rows}"; }
 
 table() {
   local total=$((SECONDS - suite_start))
-  printf '\n%-28s %8s  %s\n' "phase" "seconds" "result"
-  while IFS=$'\t' read -r name seconds state; do
-    printf '%-28s %8d  %s\n' "${name}" "${seconds}" "${state}"
+  printf '\n%-28s %8s  %-13s %s\n' "phase" "seconds" "machine busy" "result"
+  while IFS=$'\t' read -r name seconds busy state; do
+    printf '%-28s %8d  %11d %%  %s\n' "${name}" "${seconds}" "${busy}" "${state}"
   done <"${rows}"
-  printf '%-28s %8d  (%d min %02d s)\n' "total (wall clock)" "${total}" $((total / 60)) $((total % 60))
+  printf '%-28s %8d  %11d %%  (%d min %02d s, %d cores)\n' "total (wall clock)" "${total}" \
+    "$(busy_percent "${suite_cpu}" "$(cpu_ticks)")" $((total / 60)) $((total % 60)) "$(nproc)"
   rerun_table
 }
 
@@ -48,23 +64,25 @@ rerun_table() {
 
 # One phase in the foreground, its output straight to the terminal.
 run_phase() {
-  local phase=$1 start=${SECONDS} rc
+  local phase=$1 start=${SECONDS} cpu rc
+  cpu=$(cpu_ticks)
   echo "=== phase ${phase}: started $(date -u +%H:%M:%S)"
   make --no-print-directory -C "${repo_root}" "${phase}"
   rc=$?
-  record "${phase}" $((SECONDS - start)) "$( ((rc == 0)) && echo ok || echo "FAILED (exit ${rc})")"
+  record "${phase}" $((SECONDS - start)) "${cpu}" "$( ((rc == 0)) && echo ok || echo "FAILED (exit ${rc})")"
   return "${rc}"
 }
 
 # One lane: its phases in order, each logged to a file and printed whole when it ends.
 run_lane() {
-  local phase start rc
+  local phase start cpu rc
   for phase in "$@"; do
     start=${SECONDS}
+    cpu=$(cpu_ticks)
     echo "=== phase ${phase}: started $(date -u +%H:%M:%S) (log: ${results}/${phase}.log)"
     make --no-print-directory -C "${repo_root}" "${phase}" >"${results}/${phase}.log" 2>&1
     rc=$?
-    record "${phase}" $((SECONDS - start)) "$( ((rc == 0)) && echo ok || echo "FAILED (exit ${rc})")"
+    record "${phase}" $((SECONDS - start)) "${cpu}" "$( ((rc == 0)) && echo ok || echo "FAILED (exit ${rc})")"
     echo "=== phase ${phase}: ended $(date -u +%H:%M:%S), exit ${rc}; its output follows"
     cat "${results}/${phase}.log"
     echo "=== end of phase ${phase} output"
