@@ -211,6 +211,27 @@ def test_a_commit_is_retried_while_the_group_coordinator_moves():
         retry_while_coordinator_moves(never_ready, retriable, timeout=0.05, pause=0.01)
 
 
+def test_each_wait_for_the_coordinator_is_logged_at_the_callers_level(caplog: pytest.LogCaptureFixture):
+    import logging
+
+    from confluent_kafka import KafkaError, KafkaException
+
+    answers = [KafkaError.COORDINATOR_NOT_AVAILABLE, None]
+
+    def read() -> str:
+        code = answers.pop(0)
+        if code is not None:
+            raise KafkaException(KafkaError(code))
+        return "offset"
+
+    with caplog.at_level(logging.DEBUG, logger="celery_kafka.committing"):
+        retriable = (KafkaError.COORDINATOR_NOT_AVAILABLE,)
+        assert retry_while_coordinator_moves(read, retriable, pause=0, waiting="waiting", log_level=logging.INFO) == "offset"
+    assert [(record.levelno, record.getMessage().split(":")[0]) for record in caplog.records] == [
+        (logging.INFO, "waiting for the group coordinator")
+    ]
+
+
 def test_beat_entries_are_sent_keyed_by_their_name_unless_they_name_a_key():
     from celery.beat import ScheduleEntry
 

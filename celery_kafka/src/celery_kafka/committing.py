@@ -36,10 +36,18 @@ COORDINATOR_NOT_READY = (
 )
 
 
-def retry_while_coordinator_moves(call: Callable[[], Any], retriable: tuple[int, ...], timeout: float = 120, pause: float = 1) -> Any:
-    """Run `call` (an offset commit), again while it fails with one of the `retriable` error codes and `timeout` has
-    not passed. The group coordinator moves when its broker restarts (rolling restart, crash); a commit then fails with
-    COORDINATOR_LOAD_IN_PROGRESS or NOT_COORDINATOR for a few seconds. Committing the same offset twice is harmless."""
+def retry_while_coordinator_moves(
+    call: Callable[[], Any],
+    retriable: tuple[int, ...],
+    timeout: float = 120,
+    pause: float = 1,
+    waiting: str = "commit waits",
+    log_level: int = logging.WARNING,
+) -> Any:
+    """Run `call` (an offset commit or read), again while it fails with one of the `retriable` error codes and
+    `timeout` has not passed. The group coordinator moves when its broker restarts (rolling restart, crash); a commit
+    then fails with COORDINATOR_LOAD_IN_PROGRESS or NOT_COORDINATOR for a few seconds, and on a fresh cluster it is
+    not set up yet. Committing the same offset twice is harmless. Each retry is logged as `waiting` at `log_level`."""
     deadline = time.monotonic() + timeout
     while True:
         try:
@@ -48,7 +56,7 @@ def retry_while_coordinator_moves(call: Callable[[], Any], retriable: tuple[int,
             error = exception.args[0]
             if not isinstance(error, KafkaError) or error.code() not in retriable or time.monotonic() > deadline:
                 raise
-            logger.warning("commit waits for the group coordinator: %s", error)
+            logger.log(log_level, "%s for the group coordinator: %s", waiting, error)
         time.sleep(pause)
 
 

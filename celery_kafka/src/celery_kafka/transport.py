@@ -32,7 +32,6 @@ What it changes, and why:
 from __future__ import annotations
 
 import logging
-import time
 from queue import Empty
 from typing import Any
 
@@ -41,7 +40,7 @@ from kombu.transport import TRANSPORT_ALIASES, confluentkafka
 from kombu.utils.json import dumps
 
 from celery_kafka import metrics
-from celery_kafka.committing import COORDINATOR_NOT_READY, PartitionCommits
+from celery_kafka.committing import COORDINATOR_NOT_READY, PartitionCommits, retry_while_coordinator_moves
 from celery_kafka.deadletter import REDELIVERY_LIMIT, UNDECODABLE, DeadLetter, letter_for
 from celery_kafka.delivery import Delivery, hand_out, take_back
 from celery_kafka.delivery import delivery_of as delivery_of  # re-exported: its import path before 0.2
@@ -199,21 +198,17 @@ class Channel(confluentkafka.Channel):
             self._kafka_consumers[topic] = consumer
         return consumer
 
-    def _committed(self, consumer: Consumer, owned: TopicPartition, timeout: float = 120) -> TopicPartition:
-        """The committed offset (and metadata) of the owned partition, waiting out a coordinator that is not ready."""
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                [committed] = consumer.committed([owned], timeout=10)
-                if committed.error is None:
-                    return committed
-                error = committed.error
-            except KafkaException as exception:
-                error = exception.args[0]
-            if error.code() not in COORDINATOR_NOT_READY or time.monotonic() > deadline:
-                raise KafkaException(error)
-            logger.info("waiting for the group coordinator: %s", error)
-            time.sleep(1)
+    def _committed(self, consumer: Consumer, owned: TopicPartition) -> TopicPartition:
+        """The committed offset (and metadata) of the owned partition, waiting out a coordinator that is not ready (a
+        worker that starts with its cluster, or beside a broker's restart: logged at INFO, as an expected wait)."""
+
+        def read() -> TopicPartition:
+            [committed] = consumer.committed([owned], timeout=10)
+            if committed.error is not None:
+                raise KafkaException(committed.error)
+            return committed
+
+        return retry_while_coordinator_moves(read, COORDINATOR_NOT_READY, waiting="waiting", log_level=logging.INFO)
 
     def _get(self, queue: str, **kwargs: Any) -> dict[str, Any]:
         if self.assigned_partition is None:
