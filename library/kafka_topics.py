@@ -69,7 +69,14 @@ refused:
 """
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.kafka_cli import ADMIN_TOOL_OPTIONS, CONFIG_COMMAND_CANDIDATES, TOPIC_COMMAND, find_main_class, run_admin_tool
+from ansible.module_utils.kafka_cli import (
+    ADMIN_TOOL_OPTIONS,
+    CONFIG_COMMAND_CANDIDATES,
+    TOPIC_COMMAND,
+    find_main_class,
+    run_admin_tool,
+    run_admin_tools,
+)
 from ansible.module_utils.kafka_topics import PlanError, add_config_argument, parse_config_describe, parse_topic_describe, plan_topic
 
 
@@ -81,12 +88,14 @@ def config_command(module: AnsibleModule) -> str:
 
 
 def read_cluster(module: AnsibleModule, names: list[str]):
-    # One describe of each kind for all declared topics: every tool call starts a JVM.
-    described = parse_topic_describe(run_admin_tool(module, TOPIC_COMMAND, ["--describe", "--exclude-internal"]))
-    present = [name for name in names if name in described]
-    if present:
-        configs = parse_config_describe(run_admin_tool(module, config_command(module), ["--describe", "--entity-type", "topics"]))
-        for name in present:
+    # One describe of each kind for all declared topics, side by side: every tool call starts a JVM.
+    topics_out, configs_out = run_admin_tools(
+        module,
+        [(TOPIC_COMMAND, ["--describe", "--exclude-internal"]), (config_command(module), ["--describe", "--entity-type", "topics"])],
+    )
+    described, configs = parse_topic_describe(topics_out), parse_config_describe(configs_out)
+    for name in names:
+        if name in described:
             described[name].config = configs.get(name, {})
     return {name: described.get(name) for name in names}
 

@@ -16,6 +16,7 @@ import shutil
 import tempfile
 import threading
 import zipfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -108,13 +109,24 @@ def with_command_config(args: list[str], command_config: str | None) -> list[str
 def run_admin_tool(module: Any, main_class: str, args: list[str]) -> str:
     """Run one of Kafka's admin tools against the brokers for an Ansible module whose parameters include java,
     kafka_home, bootstrap_servers and command_config; its output, or the module fails naming the call."""
+    return run_admin_tools(module, [(main_class, args)])[0]
+
+
+def run_admin_tools(module: Any, calls: list[tuple[str, list[str]]]) -> list[str]:
+    """Run several of Kafka's admin tools side by side (each starts a JVM, which one core does alone); their outputs in
+    the order of `calls`, or the module fails naming the first call that failed (from this thread, once all ended)."""
     params = module.params
-    args = with_command_config(["--bootstrap-server", params["bootstrap_servers"], *args], params["command_config"])
-    rc, out, err = run_java_tool(module, main_class, args)
-    if rc != 0:
-        tool = main_class.rsplit(".", 1)[-1]
-        module.fail_json(msg=f"{tool} {' '.join(args[2:])} failed (rc={rc}): {(err or out).strip()[-600:]}", rc=rc)
-    return out
+    calls = [
+        (main_class, with_command_config(["--bootstrap-server", params["bootstrap_servers"], *args], params["command_config"]))
+        for main_class, args in calls
+    ]
+    with ThreadPoolExecutor(max_workers=len(calls)) as pool:
+        answers = list(pool.map(lambda call: run_java_tool(module, *call), calls))
+    for (main_class, args), (rc, out, err) in zip(calls, answers, strict=True):
+        if rc != 0:
+            tool = main_class.rsplit(".", 1)[-1]
+            module.fail_json(msg=f"{tool} {' '.join(args[2:])} failed (rc={rc}): {(err or out).strip()[-600:]}", rc=rc)
+    return [out for _rc, out, _err in answers]
 
 
 def quorum_describe_args(bootstrap_controllers: str, command_config: str | None, flag: str) -> list[str]:
