@@ -18,6 +18,15 @@ rows="${results}/phases.rows"
 : >"${rows}"
 suite_start=${SECONDS}
 
+# A yardstick of the machine's speed, taken before anything starts: one core's seconds for a fixed Python loop. The
+# same code has taken 28 min on one day and 46 on another on machines of the same kind; this says which kind of day.
+yardstick=$(python3 -c 'import time
+started = time.process_time()
+total = 0
+for step in range(10_000_000):
+    total += step
+print(f"{time.process_time() - started:.2f}")' 2>/dev/null || echo "?")
+
 # Busy and total CPU time of the machine so far, in clock ticks (/proc/stat: busy is everything but idle and iowait).
 cpu_ticks() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9 }' /proc/stat; }
 suite_cpu=$(cpu_ticks)
@@ -40,6 +49,7 @@ table() {
   done <"${rows}"
   printf '%-28s %8d  %11d %%  (%d min %02d s, %d cores)\n' "total (wall clock)" "${total}" \
     "$(busy_percent "${suite_cpu}" "$(cpu_ticks)")" $((total / 60)) $((total % 60)) "$(nproc)"
+  printf 'machine speed: a 10-million-step Python loop took %s CPU-s at the start (less is faster)\n' "${yardstick}"
   rerun_table
 }
 
