@@ -66,7 +66,6 @@ under_replicated: {description: topic:partition entries with fewer in-sync repli
 unavailable: {description: topic:partition entries without a leader., type: list, returned: always}
 """
 
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 
 from ansible.module_utils.basic import AnsibleModule
@@ -75,7 +74,7 @@ from ansible.module_utils.kafka_cli import (
     QUORUM_COMMAND,
     TOPIC_COMMAND,
     quorum_describe_args,
-    run_java_tool,
+    run_java_tools,
     with_command_config,
 )
 from ansible.module_utils.kafka_cluster_health import assess_health, parse_quorum_replication
@@ -104,8 +103,7 @@ def main() -> None:
     if params["bootstrap_servers"]:
         describe = ["--bootstrap-server", params["bootstrap_servers"], "--describe"]
         calls.append((TOPIC_COMMAND, with_command_config(describe, params["command_config"])))
-    with ThreadPoolExecutor(max_workers=len(calls)) as pool:
-        answers = list(pool.map(lambda call: run_java_tool(module, *call), calls))
+    answers = run_java_tools(module, calls)
 
     failures = [
         f"{main_class} {' '.join(args)} failed (rc={rc}): {(err or out).strip()[-400:]}"

@@ -112,17 +112,23 @@ def run_admin_tool(module: Any, main_class: str, args: list[str]) -> str:
     return run_admin_tools(module, [(main_class, args)])[0]
 
 
+def run_java_tools(module: Any, calls: list[tuple[str, list[str]]]) -> list[tuple[int, str, str]]:
+    """run_java_tool for each (main class, arguments) side by side: each starts a JVM, which one core does alone.
+    The answers in the order of `calls`; the caller decides what a failure means."""
+    with ThreadPoolExecutor(max_workers=len(calls)) as pool:
+        return list(pool.map(lambda call: run_java_tool(module, *call), calls))
+
+
 def run_admin_tools(module: Any, calls: list[tuple[str, list[str]]]) -> list[str]:
-    """Run several of Kafka's admin tools side by side (each starts a JVM, which one core does alone); their outputs in
-    the order of `calls`, or the module fails naming the first call that failed (from this thread, once all ended)."""
+    """Run several of Kafka's admin tools against the brokers side by side; their outputs in the order of `calls`, or
+    the module fails naming the first call that failed (from this thread, once all ended)."""
     params = module.params
-    calls = [
+    commands = [
         (main_class, with_command_config(["--bootstrap-server", params["bootstrap_servers"], *args], params["command_config"]))
         for main_class, args in calls
     ]
-    with ThreadPoolExecutor(max_workers=len(calls)) as pool:
-        answers = list(pool.map(lambda call: run_java_tool(module, *call), calls))
-    for (main_class, args), (rc, out, err) in zip(calls, answers, strict=True):
+    answers = run_java_tools(module, commands)
+    for (main_class, args), (rc, out, err) in zip(commands, answers, strict=True):
         if rc != 0:
             tool = main_class.rsplit(".", 1)[-1]
             module.fail_json(msg=f"{tool} {' '.join(args[2:])} failed (rc={rc}): {(err or out).strip()[-600:]}", rc=rc)
